@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import nbformat
@@ -16,6 +17,13 @@ from nbdev.config import get_config
 from nbdev.processors import FilterDefaults
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _jsonable(o):
+    "nbdev hangs fastcore objects (`AttrDict`, `L`, paths) on the notebook; make them plain JSON."
+    if isinstance(o, (list, tuple, set)) or type(o).__name__ == "L": return list(o)
+    if isinstance(o, Mapping): return dict(o)
+    return str(o)
 
 
 def process_notebook(path: Path) -> tuple[nbformat.NotebookNode, dict]:
@@ -28,8 +36,8 @@ def process_notebook(path: Path) -> tuple[nbformat.NotebookNode, dict]:
     finally:
         os.chdir(cwd)
     front = dict(getattr(nb, "frontmatter_", {}) or {})
-    raw = json.loads(json.dumps(nb, default=lambda o: dict(o)))
-    raw.pop("frontmatter_", None)
+    raw = json.loads(json.dumps(nb, default=_jsonable))
+    for k in [k for k in raw if k.endswith("_")]: raw.pop(k)  # nbdev's own bookkeeping
     # Front matter comes back as a raw YAML cell for Quarto; our renderers take it from `front`.
     raw["cells"] = [c for c in raw["cells"]
                     if not (c["cell_type"] == "raw" and "".join(c["source"]).startswith("---"))]
@@ -40,7 +48,8 @@ def process_notebook(path: Path) -> tuple[nbformat.NotebookNode, dict]:
         if c["cell_type"] == "code":
             c.setdefault("outputs", []); c.setdefault("execution_count", None)
     raw.setdefault("nbformat", 4); raw.setdefault("nbformat_minor", 5)
-    return nbformat.from_dict(raw), front
+    # Reading the JSON back through nbformat joins nbdev's list-of-lines outputs into strings.
+    return nbformat.reads(json.dumps(raw), as_version=4), front
 
 
 def nbs_path() -> Path: return get_config().nbs_path
