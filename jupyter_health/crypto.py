@@ -31,7 +31,7 @@ __all__ = ['AuthReason', 'AUTH_REASONS', 'ALGORITHM_ECDSA_P256', 'ALGORITHM_ECIE
            'KeyLike', 'JWT_HEADER', 'AUTH_CLAIMS', 'DEK_TEMPLATES', 'CryptoError', 'InvalidKeyError',
            'AuthorizationRequestError', 'RecordDecryptionError', 'SerializedKey', 'new_signing_keyset',
            'new_patient_keyset', 'keyset_key_ids', 'private_key', 'public_key', 'load_keyset', 'public_key_handle',
-           'b64url', 'b64url_decode', 'build_authorization_jwt', 'utc_now', 'authorization_claims',
+           'primitive', 'b64url', 'b64url_decode', 'build_authorization_jwt', 'utc_now', 'authorization_claims',
            'decode_authorization_jwt', 'signature_key_id', 'verify_authorization_jwt', 'seal_record', 'open_record']
 
 # %% ../nbs/01_crypto.ipynb
@@ -61,9 +61,11 @@ class RecordDecryptionError(CryptoError):
     def __init__(self,
                  client_record_id: str,  # the record at fault
                  stage: str,  # machine-readable: "base64", "dek", "dek_keyset", "content", "utf8"
-                 message: str):  # what failed and the likely causes
+                 message: str,  # what failed and the likely causes
+                 client_datagroup_id: str | None = None):  # its data group, when known
         super().__init__(f"record {client_record_id!r} could not be decrypted: {message}")
         self.client_record_id, self.stage = client_record_id, stage
+        self.client_datagroup_id = client_datagroup_id
 
 # %% ../nbs/01_crypto.ipynb
 ALGORITHM_ECDSA_P256 = "ECDSA_P256"
@@ -137,12 +139,13 @@ def public_key(handle: tink.KeysetHandle) -> SerializedKey:
     return SerializedKey(material=text, algorithm=_algorithm(handle))
 
 # %% ../nbs/01_crypto.ipynb
-KeyLike = Union[SerializedKey, str, bytes, tink.KeysetHandle]
+KeyLike = Union[SerializedKey, dict, str, bytes, tink.KeysetHandle]
 
 def load_keyset(key: KeyLike) -> tink.KeysetHandle:
-    "A Tink keyset from a `SerializedKey`, its JSON text, or a handle (returned as is)."
+    "A Tink keyset from a `SerializedKey`, its dict or JSON text, or a handle (returned as is)."
     if isinstance(key, tink.KeysetHandle): return key
     if isinstance(key, (str, bytes)): key = SerializedKey.from_json(key)
+    if isinstance(key, dict): key = SerializedKey.from_json(json.dumps(key))
     if key.library != LIBRARY_TINK or key.serialization_mode != SERIALIZATION_MODE_JSON:
         raise InvalidKeyError(f"key is {key.library}/{key.serialization_mode}; only "
                               f"{LIBRARY_TINK}/{SERIALIZATION_MODE_JSON} keys are understood")
@@ -158,6 +161,18 @@ def public_key_handle(key: KeyLike) -> tink.KeysetHandle:
         else h.public_keyset_handle()
 
 # %% ../nbs/01_crypto.ipynb
+def primitive(key: KeyLike,  # any key form `load_keyset` accepts
+              kind: type,  # e.g. `tink.hybrid.HybridEncrypt`, `tink.signature.PublicKeySign`
+              what: str = "key"):  # how the caller names the key, for the error message
+    "The Tink primitive `kind` of a key, or `InvalidKeyError` saying what kind of key is needed."
+    handle = load_keyset(key)
+    try: return handle.primitive(kind)
+    except tink.TinkError:
+        have = handle.keyset_info().key_info[0].type_url.rsplit(".", 1)[-1]
+        raise InvalidKeyError(f"the {what} is a {have}, which cannot serve as {kind.__name__}; "
+                              "check that the right key was passed") from None
+
+# %% ../nbs/01_crypto.ipynb
 JWT_HEADER = {"alg": "TinkES256", "typ": "JWT"}
 AUTH_CLAIMS = ("scope", "exp", "iat", "user_id", "nonce", "iss", "request_id",
                "encryption_public_key")
@@ -168,9 +183,10 @@ def b64url(data: bytes) -> str:
 
 def b64url_decode(text: str) -> bytes:
     "Inverse of `b64url` (padding optional); raises `ValueError` on bad input."
-    if not isinstance(text, str) or any(c in text for c in "+/ \n"):
+    if not isinstance(text, str) or any(c in text for c in "+/"):
         raise ValueError("not base64url text")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    std = text.rstrip("=").translate(str.maketrans("-_", "+/"))
+    return base64.b64decode(std + "=" * (-len(std) % 4), validate=True)
 
 # %% ../nbs/01_crypto.ipynb
 def _segment(obj: dict) -> bytes:
@@ -180,7 +196,7 @@ def build_authorization_jwt(signing_handle: KeyLike,  # the partner's private si
                             claims: dict[str, Any],  # see `authorization_claims`
                            ) -> str:
     "Sign `claims` as a TinkES256 JWT with the partner's private signing keyset."
-    signer = load_keyset(signing_handle).primitive(signature.PublicKeySign)
+    signer = primitive(signing_handle, signature.PublicKeySign, "partner signing key")
     signing_input = _segment(JWT_HEADER) + b"." + _segment(claims)
     return signing_input.decode("ascii") + "." + b64url(signer.sign(signing_input))
 
@@ -312,16 +328,16 @@ def seal_record(plaintext: str,  # the record's JSON text (an Open mHealth data 
     content = dek_handle.primitive(aead.Aead).encrypt(plaintext.encode("utf-8"),
                                                       client_record_id.encode("utf-8"))
     dek_bytes = tink.proto_keyset_format.serialize(dek_handle, secret_key_access.TOKEN)
-    wrap = public_key_handle(patient_public).primitive(hybrid.HybridEncrypt)
+    wrap = primitive(public_key_handle(patient_public), hybrid.HybridEncrypt,
+                     "patient public key")
     wrapped = wrap.encrypt(dek_bytes, (client_record_id + client_datagroup_id).encode("utf-8"))
     return base64.b64encode(content).decode("ascii"), base64.b64encode(wrapped).decode("ascii")
 
 # %% ../nbs/01_crypto.ipynb
-def _b64(text: str, field: str, record_id: str) -> bytes:
+def _b64(text: str, field: str) -> bytes:
     try: return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError, TypeError):
-        raise RecordDecryptionError(record_id, "base64", f"{field} is not standard base64"
-                                    ) from None
+        raise ValueError(f"{field} is not standard base64") from None
 
 # %% ../nbs/01_crypto.ipynb
 def open_record(encrypted_content: str,  # standard base64, from the fetch answer
@@ -331,24 +347,24 @@ def open_record(encrypted_content: str,  # standard base64, from the fetch answe
                 client_datagroup_id: str,
                ) -> str:
     "Decrypt one record as the partner does; the record's JSON text."
-    rid = client_record_id
-    content, wrapped = _b64(encrypted_content, "encrypted_content", rid), \
-        _b64(encrypted_dek, "encrypted_dek", rid)
-    unwrap = load_keyset(patient_private).primitive(hybrid.HybridDecrypt)
-    try: dek_bytes = unwrap.decrypt(wrapped, (rid + client_datagroup_id).encode("utf-8"))
+    rid, gid = client_record_id, client_datagroup_id
+    fail = lambda stage, msg: RecordDecryptionError(rid, stage, msg, gid)
+    unwrap = primitive(patient_private, hybrid.HybridDecrypt, "patient private key")
+    try: content, wrapped = _b64(encrypted_content, "encrypted_content"), \
+        _b64(encrypted_dek, "encrypted_dek")
+    except ValueError as e: raise fail("base64", str(e)) from None
+    try: dek_bytes = unwrap.decrypt(wrapped, (rid + gid).encode("utf-8"))
     except tink.TinkError:
-        raise RecordDecryptionError(rid, "dek", "its data-encryption key did not unwrap (wrong "
-            f"patient key, client_datagroup_id {client_datagroup_id!r} or client_record_id not "
-            "the ones it was sealed with, or encrypted_dek altered)") from None
+        raise fail("dek", "its data-encryption key did not unwrap (wrong patient key, "
+                   f"client_datagroup_id {gid!r} or client_record_id not the ones it was sealed "
+                   "with, or encrypted_dek altered)") from None
     try: dek_handle = tink.proto_keyset_format.parse(dek_bytes, secret_key_access.TOKEN)
     except (tink.TinkError, ValueError):
-        raise RecordDecryptionError(rid, "dek_keyset", "the unwrapped data-encryption key is not "
-                                    "a binary Tink keyset") from None
+        raise fail("dek_keyset", "the unwrapped data-encryption key is not a binary Tink "
+                   "keyset") from None
     try: plain = dek_handle.primitive(aead.Aead).decrypt(content, rid.encode("utf-8"))
     except tink.TinkError:
-        raise RecordDecryptionError(rid, "content", "encrypted_content did not decrypt under its "
-                                    "own data-encryption key (the ciphertext was altered)"
-                                    ) from None
+        raise fail("content", "encrypted_content did not decrypt under its own data-encryption "
+                   "key (the ciphertext was altered)") from None
     try: return plain.decode("utf-8")
-    except UnicodeDecodeError:
-        raise RecordDecryptionError(rid, "utf8", "the plaintext is not UTF-8 text") from None
+    except UnicodeDecodeError: raise fail("utf8", "the plaintext is not UTF-8 text") from None
