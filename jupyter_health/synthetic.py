@@ -41,10 +41,10 @@ class SyntheticParameters:
     systolic_sd: float = 15.0  # spread of baseline systolic between patients (mmHg)
     diastolic_mean: float = 80.0  # population mean of baseline diastolic (mmHg)
     diastolic_sd: float = 10.0  # spread of baseline diastolic between patients (mmHg)
-    systolic_diastolic_rho: float = 0.65  # correlation of a patient's baseline systolic and diastolic
+    systolic_diastolic_rho: float = 0.65  # correlation of baseline systolic and diastolic
     heart_rate_mean: float = 72.0  # population mean of resting heart rate (beats/min)
     heart_rate_sd: float = 9.0  # spread of resting heart rate between patients (beats/min)
-    morning_surge: tuple[float, float] = (3.0, 12.0)  # extra morning systolic (mmHg); diastolic half
+    morning_surge: tuple[float, float] = (3.0, 12.0)  # extra morning systolic (mmHg); dia. half
     trend_shares: tuple[float, float, float] = (0.5, 0.3, 0.2)  # stable, improving, worsening
     improving_drop: tuple[float, float] = (8.0, 20.0)  # full systolic fall on treatment (mmHg)
     improving_days: tuple[float, float] = (7.0, 21.0)  # time constant of that fall (days)
@@ -56,7 +56,7 @@ class SyntheticParameters:
     heart_rate_paired: tuple[float, float] = (0.8, 0.98)  # chance the cuff also reports heart rate
     day_sd: float = 5.0  # day-to-day systolic variation within a patient (mmHg)
     noise_sd: float = 4.0  # reading-to-reading systolic noise of an upper-arm cuff (mmHg)
-    upper_arm_share: float = 0.75  # share of patients with an upper-arm cuff; the rest use a wrist cuff
+    upper_arm_share: float = 0.75  # share of upper-arm cuffs; the rest are wrist cuffs
 
     def __post_init__(self):
         if not math.isclose(sum(self.trend_shares), 1.0):
