@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -546,3 +547,23 @@ def test_fetch_data_frame(server):
     df = c.fetch_data_frame("fay")
     assert len(df) >= 1 and set(df["patient_id"]) == {"fay"}
     assert df.equals(frames.to_frame(c.fetch_data("fay")))
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+def test_no_arguments_reads_the_environment(monkeypatch, tmp_path, server):
+    for k in [k for k in os.environ if k.startswith("JUPYTER_HEALTH_")]:
+        monkeypatch.delenv(k)
+    env = {"SERVICE_URL": server.url, "PARTNER_ID": PARTNER, "CLIENT_ID": CLIENT_ID,
+           "CLIENT_SECRET": SECRET, "KEYSTORE_PATH": str(tmp_path / "ks.sqlite"),
+           "KEYSTORE_PASSPHRASE": "pass phrase", "KEYSTORE_SALT": "salt value",
+           "HTTP_TIMEOUT": "7"}
+    for k, v in env.items(): monkeypatch.setenv("JUPYTER_HEALTH_" + k, v)
+    server.routes[("GET", BASE)] = [(200, {}, PARTNER_OBJ)]
+    c = JupyterHealthCHClient()
+    assert isinstance(c.keystore, SQLiteKeyStore) and (tmp_path / "ks.sqlite").exists()
+    assert c._http.timeout.read == 7 and c.get_partner() == PARTNER_OBJ
+    assert c.settings.deeplink.startswith("https://app.commonhealth.org/")
+    again = JupyterHealthCHClient(c.settings, http_timeout=3)  # a settings object + override
+    assert again.settings.http_timeout == 3 and again.settings.partner_id == c.settings.partner_id
+    c.close(); again.close()
