@@ -833,4 +833,4 @@ def add_partner_command(db: DbOption,
     if as_json: typer.echo(json.dumps(asdict(creds)))
     else:
         for k, v in asdict(creds).items(): typer.echo(f"{k}: {v}")
-        typer.echo("Keep the client_secret now: the service stores only its hash.")
+        typer.echo("Keep the client_secret now (the service stores only its hash).")
