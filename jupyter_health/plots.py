@@ -137,7 +137,7 @@ def _time_panels(sub: SubFigure | Figure, kept: pd.DataFrame, g: Guideline,
     t = kept["local_time"]
     if t.min() == t.max(): ax_d.set_xlim(t.min() - pd.Timedelta(hours=1),
                                          t.max() + pd.Timedelta(hours=1))
-    locator = mdates.AutoDateLocator(maxticks=8)
+    locator = mdates.AutoDateLocator()
     ax_d.xaxis.set_major_locator(locator)
     ax_d.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     ax_d.set_xlabel(local_time_label(kept["utc_offset_min"]))
