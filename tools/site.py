@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nbformat
 import yaml
 from bs4 import BeautifulSoup
 from jinja2 import DictLoader
@@ -90,12 +91,13 @@ body { margin: 0; font-family: system-ui, -apple-system, "Segoe UI", sans-serif;
 .jp-Cell { padding-left: 0; padding-right: 0; }
 .jp-RenderedHTMLCommon h3 code, .jp-RenderedMarkdown blockquote pre { white-space: pre-wrap; }
 .jp-RenderedMarkdown blockquote { border-left: 3px solid #2780e3; margin-left: 0; }
-.callout { border-left: 4px solid #2780e3; background: #f3f8fe; padding: 0.4rem 1rem;
-  margin: 0.8rem 0; border-radius: 3px; }
-.callout-warning, .callout-caution { border-color: #f0ad4e; background: #fef8ee; }
-.callout-important { border-color: #d9534f; background: #fdf1f0; }
-.callout-tip { border-color: #3fb618; background: #f1faef; }
-.callout-title { font-weight: 600; margin: 0.3rem 0; }
+.celltag_callout { border-left: 4px solid #2780e3; background: #f3f8fe; padding: 0.2rem 1rem;
+  margin: 0.6rem 0; border-radius: 3px; }
+.celltag_callout-warning, .celltag_callout-caution { border-color: #f0ad4e; background: #fef8ee; }
+.celltag_callout-important { border-color: #d9534f; background: #fdf1f0; }
+.celltag_callout-tip { border-color: #3fb618; background: #f1faef; }
+body .jp-RenderedMarkdown pre { background: #f5f5f5; padding: 0.5rem 0.8rem; border-radius: 3px;
+  overflow-x: auto; }
 .celltag_api-entry { border-top: 1px solid #dde; margin-top: 1.2rem; }
 .celltag_api-entry hr { display: none; }
 .celltag_api-entry p:has(> a:only-child[href*="/blob/"]) { float: right; font-size: smaller; }
@@ -156,29 +158,40 @@ _LINK_ATTRS = re.compile(r"(\]\([^)\s]*\))\{[^}\n]*\}")
 _HEADING_ATTRS = re.compile(r"^(#{1,6}\s.*?)\s+\{[^}\n]*\}\s*$", re.M)
 
 
-def quarto_md(md: str) -> str:
-    "Turn Quarto's fenced divs (callouts) into HTML divs and drop attribute braces pandoc reads."
-    out, open_fences, in_code = [], [], False
+def quarto_md(md: str) -> list[tuple[str, list[str]]]:
+    "Split markdown at Quarto's fenced divs (callouts): (text, classes) pieces, attributes dropped."
+    pieces, cur, classes, depth, in_code = [], [], [], 0, False
+
+    def flush():
+        text = _HEADING_ATTRS.sub(r"\1", _LINK_ATTRS.sub(r"\1", "\n".join(cur))).strip("\n")
+        if text.strip(): pieces.append((text, classes))
+        cur.clear()
+
     for line in md.split("\n"):
         if line.lstrip().startswith(("```", "~~~")): in_code = not in_code
         m = None if in_code else _FENCE.match(line.strip())
-        if m and (m.group(2) or open_fences):
-            if m.group(2):  # an opening fence: ::: {.callout-note title="..."} or ::: name
-                spec = m.group(2).strip("{}")
-                classes = [c[1:] for c in spec.split() if c.startswith(".")] or [spec.split()[0]]
-                if any(c.startswith("callout") for c in classes): classes.insert(0, "callout")
-                title = re.search(r'title="([^"]*)"', spec)
-                out += ["", f'<div class="{" ".join(classes)}">', ""]
-                if title: out += [f'<p class="callout-title">{title.group(1)}</p>', ""]
-                open_fences.append(m.group(1))
-            else:
-                open_fences.pop()
-                out += ["", "</div>", ""]
+        if not m or not (m.group(2) or depth):
+            cur.append(line)
             continue
-        out.append(line)
-    out += ["", "</div>", ""] * len(open_fences)
-    text = _LINK_ATTRS.sub(r"\1", "\n".join(out))
-    return _HEADING_ATTRS.sub(r"\1", text)
+        if m.group(2):  # an opening fence: ::: {.callout-note title="..."} or ::: name
+            depth += 1
+            if depth > 1: continue  # a div inside a div: keep its text, drop the fence
+            flush()
+            spec = m.group(2).strip("{}")
+            classes = [c[1:] for c in spec.split() if c.startswith(".")] or spec.split()[:1]
+            if any(c.startswith("callout") for c in classes): classes = ["callout", *classes]
+            title = re.search(r'title="([^"]*)"', spec)
+            if title: cur.append(f"**{title.group(1)}**\n")
+        else:
+            depth -= 1
+            if depth == 0: flush(); classes = []
+    flush()
+    return pieces
+
+
+def plain_md(md: str) -> str:
+    "Markdown with Quarto's fences and attribute braces taken out (for outputs)."
+    return "\n\n".join(text for text, _ in quarto_md(md))
 
 
 _DIRECTIVE = re.compile(r"^\s*#\|\s?(.*)$")
@@ -186,10 +199,16 @@ _DIRECTIVE = re.compile(r"^\s*#\|\s?(.*)$")
 
 def prepare(nb) -> None:
     "Apply the Quarto cell options nbdev leaves for Quarto (echo, output, include) as tags."
+    cells = []
     for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            cell.source = quarto_md(cell.source)
+        if cell.cell_type == "markdown":  # a callout becomes a cell of its own, tagged to style
+            for i, (text, classes) in enumerate(quarto_md(cell.source)):
+                c = nbformat.v4.new_markdown_cell(text, id=f"{cell.get('id', 'md')}-{i}")
+                c.metadata["tags"] = classes
+                if cell.get("attachments"): c["attachments"] = cell["attachments"]
+                cells.append(c)
             continue
+        cells.append(cell)
         if cell.cell_type != "code": continue
         lines, opts = cell.source.split("\n"), {}
         for line in lines:
@@ -206,7 +225,8 @@ def prepare(nb) -> None:
         cell.metadata["tags"] = sorted(tags)
         for out in cell.get("outputs", []):
             if "text/markdown" in out.get("data", {}):
-                out["data"]["text/markdown"] = quarto_md(out["data"]["text/markdown"])
+                out["data"]["text/markdown"] = plain_md(out["data"]["text/markdown"])
+    nb.cells = cells
 
 
 def exporter() -> HTMLExporter:
