@@ -304,6 +304,13 @@ class Cohort:
         "Every data point of every patient as `{patient_id, header, body}`."
         return [{"patient_id": p.patient_id, **dp} for p in self.patients for dp in p.data_points]
 
+    def readings(self) -> pd.DataFrame:
+        "Every patient's ground-truth readings in one frame, `patient_id` first, in time order."
+        frames = [p.readings.assign(patient_id=p.patient_id) for p in self.patients]
+        res = pd.concat(frames, ignore_index=True)
+        res["patient_id"] = res.patient_id.astype("string")
+        return res[["patient_id", *self.patients[0].readings.columns]]
+
     def table(self) -> pd.DataFrame:
         "One row per patient: what was drawn and how many readings and data points it produced."
         skip = {"readings", "data_points"}

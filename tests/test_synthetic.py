@@ -321,3 +321,21 @@ def test_fast_enough():
     spent = time.process_time() - t0
     assert sum(len(p.data_points) for p in cohort) > 100_000
     assert spent < 6, f"{spent:.1f} s of CPU"
+
+
+# ---------------------------------------------------------------- read back through the frames
+
+def test_frames_recover_the_ground_truth(tmp_path):
+    "The emitted points, read by `frames.bp_frame` from JSON Lines, give back exactly the readings."
+    import pandas as pd
+    from jupyter_health.frames import bp_frame
+    cohort = synthetic_cohort(5, 28, seed=4)
+    got = bp_frame(cohort.to_jsonl(tmp_path / "c.jsonl"))
+    key = ["patient_id", "time_utc"]
+    got = got.sort_values(key, ignore_index=True)
+    truth = cohort.readings().sort_values(key, ignore_index=True)
+    cols = ["patient_id", "time_utc", "local_time", "utc_offset_min", "systolic", "diastolic",
+            "heart_rate"]
+    pd.testing.assert_frame_equal(got[cols], truth[cols], check_dtype=False)
+    assert set(got.source) == {p.device for p in cohort}
+    assert (got.modality == "sensed").all() and (got.body_posture == "sitting").all()
