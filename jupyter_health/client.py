@@ -14,6 +14,7 @@ import re
 import threading
 import time
 import uuid
+from numbers import Integral
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -321,8 +322,8 @@ def _send(self: JupyterHealthCHClient, method: str, url: str, **kw: Any) -> http
     while True:
         try: resp = self._http.request(method, url, auth=self._auth, follow_redirects=False, **kw)
         except httpx.TransportError as e:
-            wait = self.retry.delay(attempt) if idempotent or isinstance(e, httpx.ConnectError) \
-                else None
+            unsent = isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout))
+            wait = self.retry.delay(attempt) if idempotent or unsent else None
             if wait is None:
                 raise CHConnectionError(
                     f"{method} {url} failed after {attempt} attempt(s): {type(e).__name__}: {e}. "
@@ -491,7 +492,7 @@ def signing_key(self: JupyterHealthCHClient) -> crypto.SerializedKey:
 
 # %% ../nbs/03_client.ipynb
 def _check_link_args(scope: Any, expiration_seconds: Any) -> str:
-    if (isinstance(expiration_seconds, bool) or not isinstance(expiration_seconds, int)
+    if (isinstance(expiration_seconds, bool) or not isinstance(expiration_seconds, Integral)
             or not 0 < expiration_seconds <= MAX_EXPIRATION_SECONDS):
         raise InvalidRequest(
             f"expiration_seconds must be a whole number of seconds from 1 to "
