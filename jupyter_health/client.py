@@ -406,7 +406,7 @@ class Initialization:
 @patch_client
 def perform_initialization(self: JupyterHealthCHClient,
                            name: str, # the partner's name as patients see it on their phone
-                           logo_uri: str | None = None, # the logo shown beside it
+                           logo_uri: str | None = None, # the logo shown beside it; None: as is
                            replace_signing_keys: bool = False, # new key anyway; old links die
                           ) -> Initialization:
     "Register a signing key if the service has none, and set the partner's name and logo."
@@ -423,7 +423,8 @@ def perform_initialization(self: JupyterHealthCHClient,
         with self._lock: self.keystore.set(PRIVATE_SIGNING_KEY, private)
         registered = True
         _log.info("registered a new signing key for partner %s", self.settings.partner_id)
-    update = {k: v for k, v in (("name", name), ("logo_uri", logo_uri)) if partner.get(k) != v}
+    wanted = {"name": name, **({} if logo_uri is None else {"logo_uri": logo_uri})}
+    update = {k: v for k, v in wanted.items() if partner.get(k) != v}
     if update: self.update_partner(**update)
     with self._lock: has_key = self.keystore.get(PRIVATE_SIGNING_KEY) is not None
     if not has_key:
