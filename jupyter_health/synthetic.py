@@ -12,7 +12,7 @@ import math
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -210,15 +210,20 @@ def heart_rate_point(uid: str, when: str, heart_rate: int, created: str,
                      "temporal_relationship_to_physical_activity": "at rest"}}
 
 # %% ../nbs/08_synthetic.ipynb
-def _local_times(start: date, zone: ZoneInfo, day: np.ndarray, minute: np.ndarray
-                 ) -> tuple[list[datetime], np.ndarray]:
-    "Aware local datetimes of readings on study `day` at local `minute`, and their UTC offsets."
-    base = datetime.combine(start, time())
-    when = [(base + timedelta(days=d, minutes=m)).replace(tzinfo=zone)
-            .astimezone(timezone.utc).astimezone(zone)
-            for d, m in zip(day.tolist(), minute.tolist())]
-    offset = np.array([w.utcoffset().total_seconds() // 60 for w in when], dtype=np.int64)
-    return when, offset
+def _local_times(start: date, zone_name: str, day: np.ndarray, minute: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    "Wall-clock times (datetime64[s]) and UTC offsets (minutes) of readings at `day`, `minute`."
+    naive = np.datetime64(start, "s") + (day * 86400 + minute * 60).astype("timedelta64[s]")
+    aware = pd.DatetimeIndex(naive).tz_localize(zone_name, ambiguous=np.ones(len(naive), bool),
+                                                 nonexistent="shift_forward")
+    wall = aware.tz_localize(None).to_numpy().astype("datetime64[s]")
+    utc = aware.tz_convert("UTC").tz_localize(None).to_numpy().astype("datetime64[s]")
+    return wall, ((wall - utc) // np.timedelta64(60, "s")).astype(np.int64)
+
+def _offset_text(minutes: int) -> str:
+    "`+HH:MM` / `-HH:MM` for a UTC offset in minutes."
+    sign, m = ("+" if minutes >= 0 else "-"), abs(minutes)
+    return f"{sign}{m // 60:02d}:{m % 60:02d}"
 
 # %% ../nbs/08_synthetic.ipynb
 def _uuids(rng: np.random.Generator, n: int) -> list[str]:
@@ -234,25 +239,27 @@ def _uuids(rng: np.random.Generator, n: int) -> list[str]:
 def _patient(index: int, rng: np.random.Generator, zone_name: str, start: date, days: int,
              p: SyntheticParameters) -> SyntheticPatient:
     "Draw patient number `index` (0-based) from its own generator `rng`."
-    tr, zone = _traits(rng, p), _zone(zone_name)
+    tr = _traits(rng, p)
     day, minute, morning, second = _schedule(rng, tr, days, start.weekday())
     sys, dia, hr = _values(rng, tr, p, days, day, minute, morning, second)
-    when, offset = _local_times(start, zone, day, minute)
-    lag = rng.integers(25, 60, len(day)).tolist()
+    wall, offset = _local_times(start, zone_name, day, minute)
+    lag = rng.integers(25, 60, len(day))
     paired = np.isfinite(hr)
     uids = iter(_uuids(rng, len(day) + int(paired.sum())))
     device, loc = DEVICES[tr["location"]], tr["location"]
+    texts = {o: _offset_text(o) for o in set(offset.tolist())}
+    zs = [texts[o] for o in offset.tolist()]
+    ats = [w + z for w, z in zip(np.datetime_as_string(wall).tolist(), zs)]
+    made = np.datetime_as_string(wall + lag.astype("timedelta64[s]")).tolist()
     points = []
-    for w, s, d, h, ok, lg in zip(when, sys.tolist(), dia.tolist(), hr.tolist(),
-                                  paired.tolist(), lag):
-        at = w.isoformat()  # e.g. 2026-10-19T07:42:00-04:00
-        created = f"{at[:17]}{lg:02d}{at[19:]}"
-        points.append(blood_pressure_point(next(uids), at, int(s), int(d), created, loc, device))
-        if ok: points.append(heart_rate_point(next(uids), at, int(h), created, device))
-    utc = np.array([int(w.timestamp()) for w in when], dtype="datetime64[s]")
+    for at, c, z, s, d, h, ok in zip(ats, made, zs, sys.tolist(), dia.tolist(), hr.tolist(),
+                                     paired.tolist()):
+        points.append(blood_pressure_point(next(uids), at, int(s), int(d), c + z, loc, device))
+        if ok: points.append(heart_rate_point(next(uids), at, int(h), c + z, device))
     readings = pd.DataFrame({
-        "local_time": (utc + offset.astype("timedelta64[m]")).astype("datetime64[ns]"),
-        "time_utc": pd.DatetimeIndex(utc.astype("datetime64[ns]")).tz_localize("UTC"),
+        "local_time": wall.astype("datetime64[ns]"),
+        "time_utc": pd.DatetimeIndex((wall - offset.astype("timedelta64[m]"))
+                                     .astype("datetime64[ns]")).tz_localize("UTC"),
         "utc_offset_min": pd.array(offset, dtype="Int64"),
         "session": pd.Categorical.from_codes((~morning).astype(np.int8), SESSIONS),
         "repeat": second,
