@@ -423,9 +423,9 @@ def test_killed_mid_upload_leaves_no_half_record(db_url):
 
 # ----------------------------------------------------------------------------- operator CLI
 
-def test_cloud_cli_add_partner_and_serve(tmp_path):
-    "add-partner prints working credentials once; serve answers the reference protocol."
-    db = f"sqlite:///{tmp_path}/ops.sqlite"
+def test_cloud_cli_add_partner_and_serve(db_url, tmp_path):
+    "add-partner prints working credentials once; serve runs 2 workers on one port."
+    db = db_url
     app = typer.Typer()
     app.add_typer(cloud_app, name="cloud")
     res = CliRunner().invoke(app, ["cloud", "add-partner", "--db", db, "--name", "Clinic",
@@ -433,7 +433,8 @@ def test_cloud_cli_add_partner_and_serve(tmp_path):
     assert res.exit_code == 0, res.output
     creds = dict(line.split(": ", 1) for line in res.output.splitlines() if ": " in line)
     assert set(creds) == {"partner_id", "client_id", "client_secret"}
-    assert creds["client_secret"].encode() not in (tmp_path / "ops.sqlite").read_bytes()
+    if db.startswith("sqlite"):
+        assert creds["client_secret"].encode() not in (tmp_path / "cloud.sqlite").read_bytes()
     res = CliRunner().invoke(app, ["cloud", "add-partner", "--db", "nonsense://", "--name", "x"])
     assert res.exit_code == 1 and "not supported" in res.output
 
