@@ -344,6 +344,8 @@ def synthetic_cohort(
         raise SyntheticDataError(f"n_patients {n_patients!r} must be a whole number of at least 1")
     if not isinstance(days, int) or days < 1:
         raise SyntheticDataError(f"days {days!r} must be a whole number of at least 1")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise SyntheticDataError(f"seed {seed!r} must be a whole number of at least 0")
     if not time_zones: raise SyntheticDataError("time_zones is empty; give at least one IANA zone")
     for z in time_zones: _zone(z)
     first, p = _start(start), params or SyntheticParameters()
