@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 # %% auto 0
 __all__ = ['log', 'AHA_2017', 'ESC_2018', 'GUIDELINES', 'PLAUSIBLE', 'EXCLUSION_REASONS', 'Level', 'Guideline', 'GuidelineError',
            'get_guideline', 'classify', 'category', 'PlausibleRange', 'exclusion_reasons', 'usable_readings',
-           'bp_summary', 'category_counts', 'BPInputError', 'read_bp_jsonl', 'GuidelineKey', 'summary_records',
-           'summary_command']
+           'frame_exclusions', 'bp_summary', 'category_counts', 'BPInputError', 'read_bp_jsonl', 'GuidelineKey',
+           'summary_records', 'summary_command']
 
 # %% ../nbs/06_bp.ipynb
 @dataclass(frozen=True)
@@ -148,6 +148,7 @@ EXCLUSION_REASONS: dict[str, str] = {
     "implausible": "outside the physiological range",
     "inverted": "systolic not above diastolic",
     "future": "dated in the future",
+    "unreadable": "dropped by `bp_frame` before any check (see `frame.attrs['excluded']`)",
 }
 
 # %% ../nbs/06_bp.ipynb
@@ -181,6 +182,18 @@ def usable_readings(frame: pd.DataFrame,  # wide blood-pressure frame (`bp_frame
     dropped = len(frame) - len(out)
     if dropped: log.info("left out %d of %d readings that failed the checks", dropped, len(frame))
     return out.sort_values(["patient_id", "time_utc", "data_point_id"], kind="stable")
+
+# %% ../nbs/06_bp.ipynb
+_VALUE_FIELDS = {"systolic_blood_pressure", "diastolic_blood_pressure"}
+
+def frame_exclusions(frame: pd.DataFrame,  # wide blood-pressure frame (`bp_frame`)
+                    ) -> pd.DataFrame:
+    "Data points `bp_frame` left out (`frame.attrs['excluded']`): patient_id and reason key."
+    rows = [{"patient_id": e.get("patient_id"),
+             "reason": "incomplete" if (str(e.get("field")) in _VALUE_FIELDS
+                                        and e.get("reason") == "is missing") else "unreadable"}
+            for e in frame.attrs.get("excluded", []) if isinstance(e, dict)]
+    return pd.DataFrame(rows, columns=["patient_id", "reason"])
 
 # %% ../nbs/06_bp.ipynb
 def _window(kept: pd.DataFrame, hours: tuple[int, int], name: str) -> pd.Series:
@@ -230,11 +243,13 @@ def bp_summary(frame: pd.DataFrame,  # wide blood-pressure frame (`bp_frame`)
     "One row of statistics per patient (index `patient_id`); see the definitions above."
     g = get_guideline(guideline)
     reasons = exclusion_reasons(frame, now, limits)
+    earlier = frame_exclusions(frame)
     rows = []
     for pid, part in frame.groupby("patient_id", sort=True):
-        r = reasons.loc[part.index]
-        kept = part[(r == "").to_numpy()].sort_values(["time_utc", "data_point_id"],
-                                                       kind="stable")
+        r = pd.concat([reasons.loc[part.index],
+                       earlier.loc[earlier["patient_id"] == pid, "reason"].astype("string")])
+        kept = part[(reasons.loc[part.index] == "").to_numpy()].sort_values(
+            ["time_utc", "data_point_id"], kind="stable")
         row = {"patient_id": pid, **_stats(kept, g, threshold, morning, evening),
                "n_excluded": int((r != "").sum())}
         row |= {f"excluded_{k}": int((r == k).sum()) for k in EXCLUSION_REASONS}

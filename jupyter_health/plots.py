@@ -21,7 +21,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from .bp import (Guideline, GuidelineKey, JupyterHealthError, classify,
-                               exclusion_reasons, get_guideline, read_bp_jsonl)
+                               exclusion_reasons, frame_exclusions, get_guideline,
+                               read_bp_jsonl)
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,13 @@ def _patients(frame: pd.DataFrame, patient: str | Sequence[str] | None) -> list[
 def _kept(frame: pd.DataFrame, now, patients: list[str]) -> tuple[dict, dict]:
     "Per patient: the kept readings in time order, and how many were excluded."
     reasons = exclusion_reasons(frame, now)
+    earlier = frame_exclusions(frame)["patient_id"].value_counts()
     kept, dropped = {}, {}
     for pid in patients:
         mine = (frame["patient_id"] == pid).fillna(False).to_numpy()
         ok = mine & (reasons == "").to_numpy()
         kept[pid] = frame[ok].sort_values(["time_utc", "data_point_id"], kind="stable")
-        dropped[pid] = int(mine.sum() - ok.sum())
+        dropped[pid] = int(mine.sum() - ok.sum()) + int(earlier.get(pid, 0))
     return kept, dropped
 
 # %% ../nbs/07_plots.ipynb

@@ -47,23 +47,23 @@ def frame(rows, patient_id="p1"):
 # evening 18:00-23:59 local time. Reading 8 (04:00 local) is 02:00 UTC, reading 7 (23:30 local)
 # is 21:30 UTC: a statistic computed on UTC clock hours would put them in other windows.
 TEN = [
-    ("2026-05-04T07:00:00+02:00", 130, 85),  # 1 morning
-    ("2026-05-04T19:00:00+02:00", 122, 78),  # 2 evening
-    ("2026-05-05T06:30:00+02:00", 138, 88),  # 3 morning
-    ("2026-05-05T12:00:00+02:00", 118, 76),  # 4 neither
-    ("2026-05-05T20:30:00+02:00", 126, 80),  # 5 evening
-    ("2026-05-06T08:00:00+02:00", 142, 92),  # 6 morning
-    ("2026-05-06T23:30:00+02:00", 120, 79),  # 7 evening
-    ("2026-05-07T04:00:00+02:00", 134, 84),  # 8 morning (first minute of the window)
-    ("2026-05-07T11:59:00+02:00", 128, 82),  # 9 morning (last minute of the window)
-    ("2026-05-07T18:00:00+02:00", 136, 86),  # 10 evening (first minute)
+    ("2025-05-04T07:00:00+02:00", 130, 85),  # 1 morning
+    ("2025-05-04T19:00:00+02:00", 122, 78),  # 2 evening
+    ("2025-05-05T06:30:00+02:00", 138, 88),  # 3 morning
+    ("2025-05-05T12:00:00+02:00", 118, 76),  # 4 neither
+    ("2025-05-05T20:30:00+02:00", 126, 80),  # 5 evening
+    ("2025-05-06T08:00:00+02:00", 142, 92),  # 6 morning
+    ("2025-05-06T23:30:00+02:00", 120, 79),  # 7 evening
+    ("2025-05-07T04:00:00+02:00", 134, 84),  # 8 morning (first minute of the window)
+    ("2025-05-07T11:59:00+02:00", 128, 82),  # 9 morning (last minute of the window)
+    ("2025-05-07T18:00:00+02:00", 136, 86),  # 10 evening (first minute)
 ]
 
 
 @pytest.fixture
 def ten():
     f = frame(TEN, "ten")
-    extra = frame([("2026-05-05T09:00:00+02:00", 131, None),  # incomplete
+    extra = frame([("2025-05-05T09:00:00+02:00", 131, None),  # incomplete
                    ("2027-01-01T09:00:00+02:00", 131, 85)], "ten")  # future
     extra["data_point_id"] = ["ten-x1", "ten-x2"]
     # shuffled, so the summary must put readings in time order itself
@@ -98,7 +98,7 @@ def test_ten_readings_statistics(ten):
     # at or above 130/80: readings 1 3 5 6 8 9 10
     assert s.share_at_or_above == pytest.approx(0.7)
     assert s.category == "stage 1"  # 129.4/83.0: diastolic 80-89
-    assert str(s.first_date.date()) == "2026-05-04" and str(s.last_date.date()) == "2026-05-07"
+    assert str(s.first_date.date()) == "2025-05-04" and str(s.last_date.date()) == "2025-05-07"
     assert (s.n_excluded, s.excluded_incomplete, s.excluded_future) == (2, 1, 1)
     assert (s.excluded_implausible, s.excluded_inverted) == (0, 0)
     assert bp_summary(ten, guideline="esc", now=NOW).loc["ten", "category"] == "normal"
@@ -142,9 +142,9 @@ def test_classify_is_vectorised_and_ordered():
 
 
 def test_exclusions_never_pair_or_stretch():
-    f = frame([("2026-05-04T07:00:00+02:00", 128, 84), ("2026-05-04T08:00:00+02:00", None, 82),
-               ("2026-05-04T09:00:00+02:00", 128, None), ("2026-05-04T10:00:00+02:00", 320, 80),
-               ("2026-05-04T11:00:00+02:00", 90, 95), ("2026-05-04T12:00:00+02:00", 130, 86)])
+    f = frame([("2025-05-04T07:00:00+02:00", 128, 84), ("2025-05-04T08:00:00+02:00", None, 82),
+               ("2025-05-04T09:00:00+02:00", 128, None), ("2025-05-04T10:00:00+02:00", 320, 80),
+               ("2025-05-04T11:00:00+02:00", 90, 95), ("2025-05-04T12:00:00+02:00", 130, 86)])
     assert exclusion_reasons(f, now=NOW).tolist() == [
         "", "incomplete", "incomplete", "implausible", "inverted", ""]
     fig = plot_blood_pressure(f, now=NOW)
@@ -278,12 +278,12 @@ def _write(path, points):
 
 def test_summary_command_json(cli, tmp_path):
     f = _write(tmp_path / "bp.jsonl", _points(TEN, "ten") + _points(
-        [("2026-05-04T07:00:00+02:00", 150, 85)], "other"))
+        [("2025-05-04T07:00:00+02:00", 150, 85)], "other"))
     res = cli("summary", f, "--json")
     assert res.exit_code == 0, res.output
     rows = {r["patient_id"]: r for r in json.loads(res.stdout)}
     assert rows["ten"]["n_readings"] == 10 and rows["ten"]["morning_systolic"] == 134.4
-    assert rows["ten"]["category"] == "stage 1" and rows["ten"]["first_date"] == "2026-05-04"
+    assert rows["ten"]["category"] == "stage 1" and rows["ten"]["first_date"] == "2025-05-04"
     assert rows["other"]["systolic_sd"] is None  # one reading: no spread, not a crash
     res = cli("summary", f, "--json", "--guideline", "esc", "--patient-id", "other")
     assert [r["category"] for r in json.loads(res.stdout)] == ["ISH grade 1"]
