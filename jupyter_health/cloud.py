@@ -424,13 +424,14 @@ def _consent(self, token: str, device_key: str, now: datetime | None = None) -> 
         found = s.execute(sa.select(Consent, DataGroup).join(DataGroup)
                           .where(Consent.request_id == info["request_id"])).first()
         if found and found[0].device_hash == dev: return _consent_answer(*found, created=False)
-        self._check_not_taken(claims, dev, s)
         user = s.scalars(sa.select(CloudUser).where(CloudUser.partner_id == claims["iss"],
-                                                    CloudUser.user_id == info["user_id"])).first()
+                                                    CloudUser.user_id == info["user_id"])
+                         .with_for_update()).first()  # serializes consents for one patient
         if user is None:
             user = CloudUser(partner_id=claims["iss"], user_id=info["user_id"])
             s.add(user)
             s.flush()
+        self._check_not_taken(claims, dev, s)
         dg = DataGroup(client_datagroup_id=str(uuid.uuid4()), cloud_user_id=user.id,
                        encryption_public_key=json.dumps(info["encryption_public_key"]))
         s.add(dg)

@@ -286,6 +286,23 @@ def test_partners_cannot_read_each_other(db_url):
 
 # ----------------------------------------------------------------------------- concurrency
 
+def test_racing_phones_get_one_consent(db_url):
+    "Phones racing for one link, or for one patient via two links: exactly one consents."
+    with LocalCloud(db_url) as cloud:
+        p = Partner(cloud, "Clinic")
+        links = [p.link("u1")] * 4 + [p.link("u2") for _ in range(4)]
+
+        def consent(link: str) -> str:
+            with Phone() as ph:
+                try: ph.consent(link)
+                except PhoneRefused as e: return e.reason
+            return "ok"
+        with ThreadPoolExecutor(8) as pool:
+            res = list(pool.map(consent, links))
+        assert sorted(res[:4]) == ["already_consented"] * 3 + ["ok"]
+        assert sorted(res[4:]) == ["already_consented"] * 3 + ["ok"]
+
+
 def test_concurrent_phones_and_partners(db_url):
     "20 phones upload (each twice) while 5 partners sync incrementally: exact counts."
     n_phones, n_points = 20, 24
