@@ -147,6 +147,10 @@ def test_reference_client_full_flow(db_url, tmp_path):
             phone.revoke(link)
         with pytest.raises(UserNotConsented):
             client.fetch_data("patient-1")
+        if db_url.startswith("sqlite"):  # ciphertext only: no plaintext, no private key
+            raw = b"".join(f.read_bytes() for f in tmp_path.glob("cloud.sqlite*"))
+            assert b"systolic" not in raw and b"bp-3" in raw
+            assert b"ASYMMETRIC_PRIVATE" not in raw and b"ASYMMETRIC_PUBLIC" in raw
 
 
 def test_consent_expiry_ends_sharing(tmp_path):
@@ -282,6 +286,10 @@ def test_partners_cannot_read_each_other(db_url):
                        auth=a.auth, json=[])
         assert r.status_code == 403
         assert len(cloud.store.partner(b.creds.partner_id)["signing_keys"]) == 1
+        r = httpx.post(f"{cloud.url}/api/v1/sharing-partners/{a.creds.partner_id}/signing_keys",
+                       auth=a.auth, json=[crypto.private_key(a.signing).model_dump()])
+        assert (r.status_code, r.json()["reason"]) == (400, "malformed")
+        assert "never send a private key" in r.json()["detail"]
 
 
 # ----------------------------------------------------------------------------- concurrency
