@@ -24,9 +24,9 @@ log = logging.getLogger(__name__)
 
 # %% auto 0
 __all__ = ['log', 'AHA_2017', 'ESC_2018', 'GUIDELINES', 'PLAUSIBLE', 'EXCLUSION_REASONS', 'Level', 'Guideline', 'GuidelineError',
-           'get_guideline', 'classify', 'category', 'PlausibleRange', 'exclusion_reasons', 'usable_readings',
-           'frame_exclusions', 'bp_summary', 'category_counts', 'BPInputError', 'read_bp_jsonl', 'GuidelineKey',
-           'summary_records', 'summary_command']
+           'BPInputError', 'get_guideline', 'classify', 'category', 'PlausibleRange', 'exclusion_reasons',
+           'usable_readings', 'frame_exclusions', 'check_patient_ids', 'bp_summary', 'category_counts', 'read_bp_jsonl',
+           'GuidelineKey', 'summary_records', 'summary_command']
 
 # %% ../nbs/06_bp.ipynb
 @dataclass(frozen=True)
@@ -99,6 +99,9 @@ GUIDELINES: dict[str, Guideline] = {g.key: g for g in (AHA_2017, ESC_2018)}
 # %% ../nbs/06_bp.ipynb
 class GuidelineError(JupyterHealthError, ValueError):
     "An unknown guideline key."
+
+class BPInputError(JupyterHealthError, ValueError):
+    "Blood-pressure input or an argument that cannot be used, with the fix in the message."
 
 def get_guideline(guideline: str | Guideline = "aha") -> Guideline:
     "The `Guideline` for a key in `GUIDELINES`, or `guideline` itself if it is one."
@@ -196,6 +199,16 @@ def frame_exclusions(frame: pd.DataFrame,  # wide blood-pressure frame (`bp_fram
     return pd.DataFrame(rows, columns=["patient_id", "reason"])
 
 # %% ../nbs/06_bp.ipynb
+def check_patient_ids(frame: pd.DataFrame,  # wide blood-pressure frame (`bp_frame`)
+                     ) -> None:
+    "Raise `BPInputError` if any reading has no patient id (it would drop out of every group)."
+    missing = frame["patient_id"].isna()
+    if missing.any():
+        ids = ", ".join(map(str, frame.loc[missing, "data_point_id"].head(3)))
+        raise BPInputError(f"{int(missing.sum())} reading(s) have no patient_id (data points "
+                           f"{ids}...); give bp_frame a patient_id, or add one to each record")
+
+# %% ../nbs/06_bp.ipynb
 def _window(kept: pd.DataFrame, hours: tuple[int, int], name: str) -> pd.Series:
     "Mask of readings in the half-open local-hour window `hours`, or dated to `name`."
     h = kept["local_time"].dt.hour
@@ -242,6 +255,10 @@ def bp_summary(frame: pd.DataFrame,  # wide blood-pressure frame (`bp_frame`)
               ) -> pd.DataFrame:
     "One row of statistics per patient (index `patient_id`); see the definitions above."
     g = get_guideline(guideline)
+    for name, (lo, hi) in [("morning", morning), ("evening", evening)]:
+        if not 0 <= lo < hi <= 24: raise BPInputError(
+            f"{name} window {(lo, hi)!r} must be hours (from, to) with 0 <= from < to <= 24")
+    check_patient_ids(frame)
     reasons = exclusion_reasons(frame, now, limits)
     earlier = frame_exclusions(frame)
     rows = []
@@ -265,15 +282,13 @@ def category_counts(frame: pd.DataFrame,  # wide blood-pressure frame (`bp_frame
                     limits: PlausibleRange = PLAUSIBLE,  # physiological ranges
                    ) -> pd.DataFrame:
     "Number of kept readings per patient (rows) in each guideline category (columns)."
+    check_patient_ids(frame)
     kept = usable_readings(frame, now, limits)
     cats = pd.Series(classify(kept["systolic"], kept["diastolic"], guideline), index=kept.index)
     pids = kept["patient_id"].astype(str)
     return pd.crosstab(pids, cats, dropna=False).rename_axis(index="patient_id", columns=None)
 
 # %% ../nbs/06_bp.ipynb
-class BPInputError(JupyterHealthError, ValueError):
-    "A JSON Lines file of blood-pressure data points cannot be read."
-
 def read_bp_jsonl(path: str | Path,  # JSON Lines file of Open mHealth data points
                   patient_id: str | None = None,  # id for lines without one; keeps only it
                  ) -> pd.DataFrame:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Sequence
 
@@ -20,15 +21,16 @@ from matplotlib.figure import Figure, SubFigure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
-from .bp import (Guideline, GuidelineKey, JupyterHealthError, classify,
+from .bp import (Guideline, GuidelineKey, JupyterHealthError, check_patient_ids,
+                               classify,
                                exclusion_reasons, frame_exclusions, get_guideline,
                                read_bp_jsonl)
 
 log = logging.getLogger(__name__)
 
 # %% auto 0
-__all__ = ['log', 'DEFAULT_GAP', 'SYSTOLIC_COLOR', 'DIASTOLIC_COLOR', 'PLOT_KINDS', 'PlotError', 'local_time_label', 'break_gaps',
-           'plot_blood_pressure', 'plot_category_grid', 'plot_time_of_day', 'plot_command']
+__all__ = ['log', 'DEFAULT_GAP', 'SYSTOLIC_COLOR', 'DIASTOLIC_COLOR', 'PlotError', 'local_time_label', 'break_gaps',
+           'plot_blood_pressure', 'plot_category_grid', 'plot_time_of_day', 'PlotKind', 'plot_command']
 
 # %% ../nbs/07_plots.ipynb
 class PlotError(JupyterHealthError, ValueError):
@@ -47,7 +49,8 @@ def _no_data(fig: Figure, what: str) -> Figure:
 
 # %% ../nbs/07_plots.ipynb
 def _patients(frame: pd.DataFrame, patient: str | Sequence[str] | None) -> list[str]:
-    present = sorted(frame["patient_id"].dropna().astype(str).unique())
+    check_patient_ids(frame)
+    present = sorted(frame["patient_id"].astype(str).unique())
     if patient is None: return present
     wanted = [patient] if isinstance(patient, str) else list(patient)
     missing = [p for p in wanted if p not in present]
@@ -273,7 +276,11 @@ def plot_time_of_day(
     return fig
 
 # %% ../nbs/07_plots.ipynb
-PLOT_KINDS = ("time", "grid", "day")
+class PlotKind(str, Enum):
+    "Figures the command line can draw."
+    time = "time"
+    grid = "grid"
+    day = "day"
 
 def plot_command(
     file: Annotated[Path, typer.Argument(help="JSON Lines file of Open mHealth data points",
@@ -285,22 +292,18 @@ def plot_command(
         help="Patient id for lines without one; only this patient is plotted")] = None,
     guideline: Annotated[GuidelineKey, typer.Option(help="Guideline of the category bands")
                          ] = GuidelineKey.aha,
-    kind: Annotated[str, typer.Option(
+    kind: Annotated[PlotKind, typer.Option(
         help="time: readings over time; grid: systolic vs diastolic; day: time-of-day profile")
-                    ] = "time",
+                    ] = PlotKind.time,
     dpi: Annotated[int, typer.Option(help="Resolution of raster images")] = 150,
 ) -> None:
     "Plot the blood-pressure readings of a JSON Lines file to an image."
-    if kind not in PLOT_KINDS:
-        typer.echo(f"Error: --kind must be one of {', '.join(PLOT_KINDS)}, not {kind!r}",
-                   err=True)
-        raise typer.Exit(2)
     try:
         frame = read_bp_jsonl(file, patient)
         g = guideline.value
         fig = {"time": lambda: plot_blood_pressure(frame, guideline=g),
                "grid": lambda: plot_category_grid(frame, guideline=g),
-               "day": lambda: plot_time_of_day(frame)}[kind]()
+               "day": lambda: plot_time_of_day(frame)}[kind.value]()
         fig.savefig(output, dpi=dpi)
     except (JupyterHealthError, OSError, ValueError) as e:
         typer.echo(f"Error: {e}", err=True)

@@ -248,7 +248,7 @@ def test_no_pyplot_state():
 # ---- command line, through the real JSON Lines reader and bp_frame ----
 
 def _points(rows, patient_id=None):
-    synthetic = pytest.importorskip("jupyter_health.synthetic")
+    from jupyter_health import synthetic
     out = []
     for i, (when, s, d) in enumerate(rows):
         dp = synthetic.blood_pressure_point(f"00000000-0000-4000-8000-{i:012d}", when, s, d,
@@ -259,7 +259,6 @@ def _points(rows, patient_id=None):
 
 @pytest.fixture
 def cli():
-    pytest.importorskip("jupyter_health.frames", reason="jupyter_health.frames not built yet")
     import typer
     from typer.testing import CliRunner
 
@@ -289,6 +288,18 @@ def test_summary_command_json(cli, tmp_path):
     assert [r["category"] for r in json.loads(res.stdout)] == ["ISH grade 1"]
     res = cli("summary", f)
     assert res.exit_code == 0 and "systolic_arv" in res.stdout and "ten" in res.stdout
+
+
+def test_summary_counts_points_bp_frame_dropped(cli, tmp_path):
+    points = _points(TEN, "ten")
+    del points[3]["body"]["diastolic_blood_pressure"]  # 118/76 loses its diastolic value
+    points[5]["body"]["systolic_blood_pressure"]["value"] = "high"  # 142/92 is unreadable
+    res = cli("summary", _write(tmp_path / "bp.jsonl", points), "--json")
+    assert res.exit_code == 0, res.output
+    row = json.loads(res.stdout)[0]
+    assert row["n_readings"] == 8 and row["n_excluded"] == 2
+    assert (row["excluded_incomplete"], row["excluded_unreadable"]) == (1, 1)
+    assert row["systolic_mean"] == pytest.approx((1294 - 118 - 142) / 8)
 
 
 def test_summary_command_patient_option(cli, tmp_path):
