@@ -264,12 +264,13 @@ def _times(s: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series, pd.Series]:
     "UTC instant, naive wall clock, 'has no offset' and 'unparseable' masks for a string column."
     present = s.notna().to_numpy()
     has_offset = s.str.contains(_OFFSET, regex=True).fillna(False).to_numpy(bool)
-    naive = present & ~has_offset
+    looks = s.str.match(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d").fillna(False).to_numpy(bool)
+    naive = present & ~has_offset & looks
     ok = s.where(has_offset)
     utc = pd.to_datetime(ok, utc=True, format="ISO8601", errors="coerce").astype(UTC)
     wall = pd.to_datetime(ok.str.replace(_OFFSET, "", regex=True), format="ISO8601",
                           errors="coerce").astype("datetime64[ns]")
-    bad = has_offset & (utc.isna().to_numpy() | wall.isna().to_numpy())
+    bad = (has_offset & (utc.isna().to_numpy() | wall.isna().to_numpy())) | (present & ~looks)
     return utc, wall, naive, bad
 
 # %% ../nbs/05_frames.ipynb
@@ -308,7 +309,7 @@ def _convert(names: pd.Series, values: pd.Series, units: pd.Series, notes: _Note
         isnum = pd.notna(_map(values.map(type), {int: True, float: True})) & present
         num = pd.to_numeric(values.where(isnum), errors="coerce").astype(FLOAT).to_numpy()
     measured = present & names.isin(list(CONVERSIONS)).fillna(False).to_numpy(bool)
-    notes.exclude(measured & ~isnum, field, "value is not a number")
+    notes.exclude(measured & ~isnum, field + ".value", "is not a number")
     key = names.str.cat(units.astype(STR), sep="|")
     factor = _map(key, _FACTOR).astype(FLOAT)
     offset = _map(key, _OFFSET_C).astype(FLOAT)
@@ -316,7 +317,7 @@ def _convert(names: pd.Series, values: pd.Series, units: pd.Series, notes: _Note
     if bad_unit.any():
         why = ("unit " + units.astype(object).map(repr) + " is not a unit of "
                + names.astype(object).astype(str)).to_numpy(dtype=object)
-        notes.exclude(bad_unit, field, why)
+        notes.exclude(bad_unit, field + ".unit", why)
     fixes = _map(key, _FIX)
     fixed = pd.notna(fixes) & measured & isnum
     if fixed.any():
@@ -435,9 +436,9 @@ def _values(c: _Columns, names: pd.Series, notes: _Notes) -> dict[str, Any]:
         .fillna(False).to_numpy(bool)
     notes.exclude(missing, field, "is missing")
     notes.exclude(is_bp & dia_v.isna().to_numpy(), "diastolic_blood_pressure", "is missing")
-    v1 = _convert(names, raw, unit_in, notes, field + ".unit", np.where(is_bp, "systolic ", ""))
+    v1 = _convert(names, raw, unit_in, notes, field, np.where(is_bp, "systolic ", ""))
     v2 = _convert(names.where(is_bp), dia_v, c.get("body.diastolic_blood_pressure.unit"), notes,
-                  "diastolic_blood_pressure.unit", "diastolic ")
+                  "diastolic_blood_pressure", "diastolic ")
     hr = pd.to_numeric(c.get("body.heart_rate.value", kind="raw"), errors="coerce")
     return {"value": np.where(is_bp, np.nan, v1), "systolic": np.where(is_bp, v1, np.nan),
             "diastolic": np.where(is_bp, v2, np.nan),
