@@ -96,7 +96,8 @@ body { margin: 0; font-family: system-ui, -apple-system, "Segoe UI", sans-serif;
 .celltag_callout-warning, .celltag_callout-caution { border-color: #f0ad4e; background: #fef8ee; }
 .celltag_callout-important { border-color: #d9534f; background: #fdf1f0; }
 .celltag_callout-tip { border-color: #3fb618; background: #f1faef; }
-body .jp-RenderedMarkdown pre { background: #f5f5f5; padding: 0.5rem 0.8rem; border-radius: 3px;
+body .jp-RenderedMarkdown pre { background: #f5f5f5; padding: 0.5rem 0.8rem; margin: 0.5rem 0 1rem;
+  border-radius: 3px;
   overflow-x: auto; }
 .celltag_api-entry { border-top: 1px solid #dde; margin-top: 1.2rem; }
 .celltag_api-entry hr { display: none; }
@@ -298,7 +299,6 @@ def build(out: Path, allow_missing: bool = False, quarto_yml: Path = ROOT / "_qu
         if (nbs / name).exists(): pages[name] = Page(nbs / name, page_name(name))
         elif not allow_missing:
             problems.append(f"{name}: listed in _quarto.yml's sidebar but nbs/{name} does not exist")
-    if problems: return problems
     ex = exporter()
     for name, page in pages.items():
         try:
