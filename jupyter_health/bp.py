@@ -24,9 +24,9 @@ log = logging.getLogger(__name__)
 
 # %% auto 0
 __all__ = ['log', 'AHA_2017', 'ESC_2018', 'GUIDELINES', 'PLAUSIBLE', 'EXCLUSION_REASONS', 'Level', 'Guideline', 'GuidelineError',
-           'BPInputError', 'get_guideline', 'classify', 'category', 'PlausibleRange', 'exclusion_reasons',
-           'usable_readings', 'frame_exclusions', 'check_patient_ids', 'bp_summary', 'category_counts', 'read_bp_jsonl',
-           'GuidelineKey', 'summary_records', 'summary_command']
+           'BPInputError', 'get_guideline', 'thresholds_table', 'classify', 'category', 'PlausibleRange',
+           'exclusion_reasons', 'usable_readings', 'frame_exclusions', 'check_patient_ids', 'bp_summary',
+           'category_counts', 'read_bp_jsonl', 'GuidelineKey', 'summary_records', 'summary_command']
 
 # %% ../nbs/06_bp.ipynb
 @dataclass(frozen=True)
@@ -110,6 +110,20 @@ def get_guideline(guideline: str | Guideline = "aha") -> Guideline:
     except KeyError: raise GuidelineError(
         f"unknown guideline {guideline!r}: use one of {sorted(GUIDELINES)} "
         "or pass a Guideline") from None
+
+# %% ../nbs/06_bp.ipynb
+def thresholds_table(guideline: str | Guideline = "aha",  # key in `GUIDELINES` or a `Guideline`
+                    ) -> pd.DataFrame:
+    "The guideline's levels as a table: category, systolic and diastolic lower bounds."
+    g = get_guideline(guideline)
+    def bound(v, strict): return "-" if not np.isfinite(v) else f"{'>' if strict else '≥'} {v:g}"
+    rows = [{"category": lv.name, "systolic": bound(lv.systolic, lv.strict),
+             "diastolic": bound(lv.diastolic, lv.strict)} for lv in g.levels]
+    if g.isolated_systolic:
+        s, d = g.isolated_systolic
+        rows.append({"category": "ISH grade n (replaces grade n)", "systolic": f"≥ {s:g}",
+                     "diastolic": f"< {d:g} (required)"})
+    return pd.DataFrame(rows).set_index("category")
 
 # %% ../nbs/06_bp.ipynb
 def classify(systolic: Any,  # systolic values (mmHg): a column, array or number
