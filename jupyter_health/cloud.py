@@ -354,8 +354,11 @@ CloudStore.update_partner, CloudStore.set_signing_keys = _update_partner, _set_s
 _REQUIRED_CLAIMS = {"iss": str, "user_id": str, "request_id": str, "scope": str, "exp": int,
                     "iat": int, "encryption_public_key": dict}
 
-def _verify_request(self, token: str, device_key: str | None = None,
-                    now: datetime | None = None) -> dict:
+def _verify_request(self,
+                    token: str,  # the link's `authorization_request` JWT
+                    device_key: str | None = None,  # the asking phone's key, if it sent one
+                    now: datetime | None = None,  # aware time of checking; default now
+                   ) -> dict:
     "Check a link's JWT; the partner, scopes and claims to show the patient, or a `Refusal`."
     from jupyter_health import crypto
     if not isinstance(token, str) or token.count(".") != 2:
@@ -494,7 +497,11 @@ def _check_records(self, records: Any, allowed: list[str]) -> list[dict]:
         out.setdefault(rid, {f: r[f] for f in _UPLOAD_FIELDS})
     return list(out.values())
 
-def _upload(self, request_id: str, device_key: str, records: list[dict]) -> dict:
+def _upload(self,
+            request_id: str,  # the consent's request id (the JWT's `request_id`)
+            device_key: str,  # the key of the phone that consented
+            records: list[dict],  # sealed records: client_record_id, data_type, encrypted_*
+           ) -> dict:
     "Store sealed `records` under the phone's consent `request_id`, skipping known ids."
     dev = device_hash(device_key)
     with self.Session() as s: c, _ = _active_consent(s, request_id, dev)
@@ -552,8 +559,12 @@ CloudStore.upload, CloudStore.revoke, CloudStore.consent_status = \
 # %% ../nbs/09_cloud.ipynb
 MAX_PAGE = 1000
 
-def _fetch(self, partner_id: str, user_id: str, since: str | None = None,
-           limit: int | None = None) -> list[dict] | dict:
+def _fetch(self,
+           partner_id: str,  # the authenticated partner
+           user_id: str,  # the partner's mapped patient id (the JWT's `user_id`)
+           since: str | None = None,  # cursor from an earlier page: only newer records
+           limit: int | None = None,  # page size, 1 to `MAX_PAGE`
+          ) -> list[dict] | dict:
     "A patient's records for `partner_id`: the plain list, or a page when `since`/`limit`."
     paged = since is not None or limit is not None
     if since is not None and not re.fullmatch(r"\d{1,18}", since):

@@ -183,8 +183,11 @@ def _consent(self, deeplink: str) -> tuple[AuthorizationRequest, dict]:
 Phone.open_link, Phone.consent = _open_link, _consent
 
 # %% ../nbs/10_phone.ipynb
-def _share(self, deeplink: str, data_points: Iterable[dict] | str | Path = (),
-           only_in_scope: bool = True) -> UploadReport:
+def _share(self,
+           deeplink: str,  # the partner's consent link
+           data_points: Iterable[dict] | str | Path = (),  # OMH dicts or a JSON Lines path
+           only_in_scope: bool = True,  # keep points the consent does not cover on the phone
+          ) -> UploadReport:
     "Consent to `deeplink` and upload `data_points` (dicts or a JSON Lines path), sealed."
     if isinstance(data_points, (str, Path)): data_points = read_jsonl(data_points)
     req, c = self.consent(deeplink)
