@@ -241,6 +241,23 @@ def _map(s: pd.Series, mapping: dict) -> np.ndarray:
     looked = np.array([mapping.get(u, np.nan) for u in uniques] + [np.nan], dtype=object)
     return looked[codes]
 
+def _lookup(cols: list[pd.Series], fn: Any) -> np.ndarray:
+    "`fn(*values)` for each distinct combination of values in `cols` (None for missing), per row."
+    codes, uniques = zip(*(pd.factorize(c) for c in cols))
+    combo = np.zeros(len(cols[0]), dtype=np.int64)
+    for cd, u in zip(codes, uniques): combo = combo * (len(u) + 1) + (cd + 1)
+    distinct, inverse = np.unique(combo, return_inverse=True)
+    out = []
+    for k in distinct.tolist():
+        vals = []
+        for u in reversed(uniques):
+            k, i = divmod(k, len(u) + 1)
+            vals.append(u[i - 1] if i else None)
+        out.append(fn(*reversed(vals)))
+    res = np.empty(len(out), dtype=object)
+    for i, o in enumerate(out): res[i] = o  # element-wise, so tuples stay whole
+    return res[inverse]
+
 def _nulls(n: int, dtype: Any) -> pd.Series:
     "A Series of `n` missing values."
     if dtype == STR: return pd.Series(pd.array(pa.nulls(n, pa.string()), dtype=STR))
@@ -263,6 +280,10 @@ _OFFSET = r"(?:[Zz]|[+-]\d\d:\d\d)$"
 def _times(s: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series, pd.Series]:
     "UTC instant, naive wall clock, 'has no offset' and 'unparseable' masks for a string column."
     present = s.notna().to_numpy()
+    if not present.any():
+        none = np.zeros(len(s), dtype=bool)
+        return (pd.Series(pd.NaT, index=s.index, dtype=UTC),
+                pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]"), none, none)
     has_offset = s.str.contains(_OFFSET, regex=True).fillna(False).to_numpy(bool)
     looks = s.str.match(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d").fillna(False).to_numpy(bool)
     naive = present & ~has_offset & looks
@@ -310,25 +331,21 @@ def _convert(names: pd.Series, values: pd.Series, units: pd.Series, notes: _Note
         num = pd.to_numeric(values.where(isnum), errors="coerce").astype(FLOAT).to_numpy()
     measured = present & names.isin(list(CONVERSIONS)).fillna(False).to_numpy(bool)
     notes.exclude(measured & ~isnum, field + ".value", "is not a number")
-    key = names.str.cat(units.astype(STR), sep="|")
-    factor = _map(key, _FACTOR).astype(FLOAT)
-    offset = _map(key, _OFFSET_C).astype(FLOAT)
+    conv = _lookup([names, units], lambda n, u: CONVERSIONS.get(n, {}).get(u, _NO_CONV))
+    factor, offset, fixes = (np.array([c[i] for c in conv.tolist()]) for i in range(3))
+    factor, offset = factor.astype(FLOAT), offset.astype(FLOAT)
     bad_unit = measured & isnum & np.isnan(factor)
     if bad_unit.any():
         why = ("unit " + units.astype(object).map(repr) + " is not a unit of "
                + names.astype(object).astype(str)).to_numpy(dtype=object)
         notes.exclude(bad_unit, field + ".unit", why)
-    fixes = _map(key, _FIX)
     fixed = pd.notna(fixes) & measured & isnum
     if fixed.any():
         labels = np.broadcast_to(np.asarray(label, dtype=object), fixed.shape)
         notes.flag(fixed, labels + np.where(fixed, fixes, ""))
     return num * factor + offset
 
-_TABLE = {f"{n}|{u}": c for n, t in CONVERSIONS.items() for u, c in t.items()}
-_FACTOR = {k: c[0] for k, c in _TABLE.items()}
-_OFFSET_C = {k: c[1] for k, c in _TABLE.items()}
-_FIX = {k: c[2] for k, c in _TABLE.items() if c[2]}
+_NO_CONV = (np.nan, np.nan, None)
 
 # %% ../nbs/05_frames.ipynb
 NEAR_DUPLICATE_SECONDS = 10
@@ -406,11 +423,9 @@ def _interval(c: _Columns, notes: _Notes) -> dict[str, Any]:
 def _schemas(c: _Columns) -> tuple[pd.Series, pd.Series, pd.Series, pd.Series]:
     "namespace, name, version, and the schema name where a body model exists (else NA)."
     ns, name, ver = (c.get(f"header.schema_id.{k}") for k in ["namespace", "name", "version"])
-    key = ns.str.cat([name, ver], sep=":")
-    ok = {k: k.split(":")[1] in MEASURES and body_model(*k.split(":", 2)) is not None
-          for k in key.dropna().unique()}
-    known = pd.notna(_map(key, {k: True for k, v in ok.items() if v}))
-    return ns, name, ver, name.where(known)
+    known = _lookup([ns, name, ver], lambda *k: True if None not in k and k[1] in MEASURES
+                    and body_model(*k) is not None else np.nan)
+    return ns, name, ver, name.where(pd.notna(known))
 
 # %% ../nbs/05_frames.ipynb
 def _values(c: _Columns, names: pd.Series, notes: _Notes) -> dict[str, Any]:
