@@ -5,8 +5,10 @@
 # %% ../nbs/05_frames.ipynb 4
 from __future__ import annotations
 
+import gc
 import json
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -116,18 +118,27 @@ CONVERSIONS: dict[str, dict[str, tuple[float, float, Optional[str]]]] = {
 class FrameError(JupyterHealthError, ValueError):
     "Records cannot be turned into a frame (strict mode, or unreadable input)."
 
+@contextmanager
+def _no_gc():
+    "Pause the cyclic garbage collector while many small objects are made (several times faster)."
+    was = gc.isenabled()
+    gc.disable()
+    try: yield
+    finally:
+        if was: gc.enable()
+
 def _loads(text: str | bytes) -> Any: return _orjson.loads(text) if _orjson else json.loads(text)
 
 def read_jsonl(path: str | Path) -> list[dict]:
     "The data points in a JSON Lines file (one JSON object per line; blank lines skipped)."
-    data = Path(path).read_bytes()
-    out = []
-    for i, line in enumerate(data.splitlines(), 1):
-        if not line.strip(): continue
-        try: out.append(_loads(line))
-        except ValueError as e:
-            raise FrameError(f"{path} line {i} is not JSON ({e}); fix or remove that line"
-                             ) from None
+    data, out = Path(path).read_bytes(), []
+    with _no_gc():
+        for i, line in enumerate(data.splitlines(), 1):
+            if not line.strip(): continue
+            try: out.append(_loads(line))
+            except ValueError as e:
+                raise FrameError(f"{path} line {i} is not JSON ({e}); fix or remove that line"
+                                 ) from None
     return out
 
 def _records(records: Any, patient_id: Optional[str]) -> list[dict]:
@@ -518,18 +529,6 @@ def to_frame(records: Any, strict: bool = False, patient_id: Optional[str] = Non
     return df
 
 # %% ../nbs/05_frames.ipynb
-import gc
-from contextlib import contextmanager
-
-@contextmanager
-def _no_gc():
-    "Pause the cyclic garbage collector while many small objects are made (several times faster)."
-    was = gc.isenabled()
-    gc.disable()
-    try: yield
-    finally:
-        if was: gc.enable()
-
 def _typed(v: Any, dtype: str) -> pd.Series:
     if isinstance(v, pd.Series): return v.reset_index(drop=True).astype(dtype)
     return pd.Series(v, dtype=dtype)
