@@ -21,10 +21,10 @@ from matplotlib.figure import Figure, SubFigure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
-from .bp import (Guideline, GuidelineKey, JupyterHealthError, check_patient_ids,
-                               classify,
-                               exclusion_reasons, frame_exclusions, get_guideline,
-                               read_bp_jsonl)
+from .bp import (
+    Guideline, GuidelineKey, check_patient_ids, classify, exclusion_reasons, frame_exclusions,
+    get_guideline, read_bp_jsonl)
+from .config import JupyterHealthError
 
 log = logging.getLogger(__name__)
 
