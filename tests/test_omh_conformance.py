@@ -109,3 +109,28 @@ def test_ieee_header():
             IEEEHeader.model_validate({k: v for k, v in good.items() if k != key})
     with pytest.raises(ValueError):
         IEEEHeader.model_validate({**good, "modality": "guessed"})
+
+
+def test_validate_command_on_conformance_files(shared_dir):
+    "The CLI passes a version's shouldPass files and reports each shouldFail file with a field."
+    import typer
+    from typer.testing import CliRunner
+
+    from jupyter_health.omh import validate_command
+    app = typer.Typer()
+    app.command("validate")(validate_command)
+    app.command("noop")(lambda: None)  # two commands, so `validate` is addressed by name
+    root = shared_dir / OMH / "omh" / "blood-glucose" / "3.0"
+    good = sorted(str(p) for p in (root / "shouldPass").glob("*.json"))
+    bad = sorted(str(p) for p in (root / "shouldFail").glob("*.json"))
+    schema = ["--schema", "omh:blood-glucose:3.0"]
+    res = CliRunner().invoke(app, ["validate", *good, *schema])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["validate", *good, *bad, *schema])
+    assert res.exit_code == 1
+    for f in bad:
+        assert f in res.output
+    assert "missing-time-frame.json: effective_time_frame: Field required" in res.output
+    assert f"{len(good)} of {len(good) + len(bad)} files valid" in res.output
+    res = CliRunner().invoke(app, ["validate", good[0]])
+    assert res.exit_code == 1 and "pass --schema" in res.output
