@@ -499,6 +499,7 @@ def to_frame(records: Any, strict: bool = False, patient_id: Optional[str] = Non
     with _no_gc():
         c = _Columns.of(records, patient_id)
         pid, dpid = c.get("patient_id"), c.get("header.id", "header.uuid")
+        if patient_id is not None: pid = pid.fillna(patient_id)
         notes = _Notes(dpid.to_numpy(dtype=object, na_value=None),
                        pid.to_numpy(dtype=object, na_value=None))
         dup = (pd.DataFrame({"p": pid, "i": dpid}).duplicated() & dpid.notna()).to_numpy()
