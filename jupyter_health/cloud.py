@@ -75,6 +75,7 @@ REASONS = {
     "too_large": "the request body or a record exceeds the size caps",
     "unauthorized": "missing or wrong credentials",
     "forbidden": "the credentials belong to another partner",
+    "not_found": "no such partner",
 }
 
 # %% ../nbs/09_cloud.ipynb
@@ -775,6 +776,8 @@ class LocalCloud:
 
 # %% ../nbs/09_cloud.ipynb
 def _start(self) -> LocalCloud:
+    "Start serving (what `with` does); returns the running `LocalCloud`."
+    if self._server is not None: return self
     if self.db_url is None:
         self._tmp = tempfile.TemporaryDirectory(prefix="jh-cloud-")
         self.db_url = f"sqlite:///{self._tmp.name}/cloud.sqlite"
@@ -787,7 +790,7 @@ def _start(self) -> LocalCloud:
     deadline = time.monotonic() + 30
     while not server.started:
         if not self._thread.is_alive() or time.monotonic() > deadline:
-            self._cleanup()
+            self.stop()
             raise CloudError(f"the local cloud did not start on {self.host}:{self.port}; "
                              "is the port taken? (use port=0 for any free port)")
         time.sleep(0.02)
@@ -795,7 +798,8 @@ def _start(self) -> LocalCloud:
     log.info("local cloud serving at %s", self.url)
     return self
 
-def _cleanup(self) -> None:
+def _stop(self) -> None:
+    "Stop the server, close the database and remove the temporary SQLite file, if any."
     if self._server is not None:
         self._server.should_exit = True
         self._thread.join(15)
@@ -805,9 +809,8 @@ def _cleanup(self) -> None:
         self._tmp.cleanup()
         self._tmp, self.db_url = None, None
 
-LocalCloud.__enter__ = _start
-LocalCloud.__exit__ = lambda self, *exc: self._cleanup()
-LocalCloud._cleanup = _cleanup
+LocalCloud.start, LocalCloud.stop, LocalCloud.__enter__ = _start, _stop, _start
+LocalCloud.__exit__ = lambda self, *exc: self.stop()
 
 # %% ../nbs/09_cloud.ipynb
 cloud_app = typer.Typer(help="Run the local CommonHealth Cloud service and manage partners.",
