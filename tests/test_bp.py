@@ -21,6 +21,7 @@ from jupyter_health.bp import bp_summary, category, category_counts, classify, e
 from jupyter_health.plots import plot_blood_pressure, plot_category_grid, plot_time_of_day
 
 NOW = "2026-06-01T00:00Z"
+LATER = "2027-01-01T00:00Z"  # after the synthetic cohort's dates too
 
 
 def frame(rows, patient_id="p1"):
@@ -190,17 +191,21 @@ def cohort(n=5, days=14):
     return pd.concat(out, ignore_index=True)
 
 
-@pytest.mark.parametrize("who", ["one", "five"])
+@pytest.mark.parametrize("who", ["one", "five", "synthetic five"])
 def test_figures_render_without_warnings(who):
-    c = cohort()
+    if who == "synthetic five":  # the real pipeline: synthetic data points through bp_frame
+        from jupyter_health.frames import bp_frame
+        from jupyter_health.synthetic import synthetic_cohort
+        c = bp_frame(synthetic_cohort(5, days=28, seed=4).all_points())
+    else: c = cohort()
     patient = "patient-3" if who == "one" else None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        figs = [plot_blood_pressure(c, patient=patient, now=NOW),
-                plot_blood_pressure(c, patient=patient, guideline="esc", now=NOW),
-                plot_category_grid(c, patient=patient, now=NOW),
-                plot_category_grid(c, patient=patient, guideline="esc", now=NOW),
-                plot_time_of_day(c, patient=patient, now=NOW)]
+        figs = [plot_blood_pressure(c, patient=patient, now=LATER),
+                plot_blood_pressure(c, patient=patient, guideline="esc", now=LATER),
+                plot_category_grid(c, patient=patient, now=LATER),
+                plot_category_grid(c, patient=patient, guideline="esc", now=LATER),
+                plot_time_of_day(c, patient=patient, now=LATER)]
         for fig in figs:
             fig.canvas.draw()
             fig.savefig(io.BytesIO(), format="png")
