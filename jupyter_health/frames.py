@@ -86,6 +86,10 @@ VALUE_KEYS: dict[str, str] = {  # schema name -> body property holding the value
 def _linear(units: dict[str, float]) -> dict[str, tuple[float, float, Optional[str]]]:
     return {u: (f, 0.0, None) for u, f in units.items()}
 
+def _aliases(unit: str, spellings: list[str]) -> dict[str, tuple[float, float, str]]:
+    "Other spellings of `unit`, read as `unit` with a flag."
+    return {a: (1.0, 0.0, f"unit {a!r} read as {unit}") for a in spellings}
+
 _MASS = {"fg": 1e-18, "pg": 1e-15, "ng": 1e-12, "ug": 1e-9, "mg": 1e-6, "g": 1e-3, "kg": 1.0,
          "Metric Ton": 1e3, "gr": 64.79891e-6, "oz": 0.028349523125, "lb": 0.45359237,
          "Ton": 907.18474}
@@ -98,12 +102,13 @@ DURATION_SECONDS = {"ps": 1e-12, "ns": 1e-9, "us": 1e-6, "ms": 1e-3, "sec": 1.0,
 CONVERSIONS: dict[str, dict[str, tuple[float, float, Optional[str]]]] = {
     # schema name -> unit as written -> (factor, offset, flag when it is a fix)
     "blood-pressure": {"mmHg": (1.0, 0.0, None),
-                       "kPa": (KPA_TO_MMHG, 0.0, "converted from kPa")},
-    "heart-rate": _linear({"beats/min": 1.0}),
-    "blood-glucose": {"mg/dL": (1.0, 0.0, None),
-                      "MGDL": (1.0, 0.0, "unit 'MGDL' read as mg/dL"),
-                      "mg/dl": (1.0, 0.0, "unit 'mg/dl' read as mg/dL"),
-                      "mmol/L": (GLUCOSE_MMOL_TO_MGDL, 0.0, "converted from mmol/L")},
+                       **_aliases("mmHg", ["mmhg", "mm Hg", "MMHG"]),
+                       "kPa": (KPA_TO_MMHG, 0.0, "converted from kPa"),
+                       "kpa": (KPA_TO_MMHG, 0.0, "converted from kPa")},
+    "heart-rate": {"beats/min": (1.0, 0.0, None), **_aliases("beats/min", ["bpm", "BPM"])},
+    "blood-glucose": {"mg/dL": (1.0, 0.0, None), **_aliases("mg/dL", ["MGDL", "mg/dl", "mgdl"]),
+                      "mmol/L": (GLUCOSE_MMOL_TO_MGDL, 0.0, "converted from mmol/L"),
+                      "mmol/l": (GLUCOSE_MMOL_TO_MGDL, 0.0, "converted from mmol/L")},
     "body-weight": _linear(_MASS), "step-count": _linear({"steps": 1.0}),
     "oxygen-saturation": _linear({"%": 1.0}),
     "body-temperature": {"C": (1.0, 0.0, None), "F": (5 / 9, -160 / 9, None),

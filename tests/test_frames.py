@@ -209,13 +209,13 @@ def test_bad_values_are_excluded_with_their_field():
     hr = lambda id, v, u, t="2024-03-09T08:00:00Z": dp(
         id, {"heart_rate": {"value": v, "unit": u}, "effective_time_frame": at(t)},
         "heart-rate", "2.0")
-    df = to_frame([hr("text", "61", "beats/min"), hr("bpm", 61, "bpm"),
+    df = to_frame([hr("text", "61", "beats/min"), hr("bpm", 61, "beats/s"),
                    hr("num-time", 61, "beats/min", 12345), hr("feb30", 61, "beats/min",
                                                               "2024-02-30T08:00:00Z"),
                    hr("fine", 61, "beats/min")])
     assert list(df.data_point_id) == ["fine"]
     got = {e["data_point_id"]: (e["field"], e["reason"]) for e in df.attrs["excluded"]}
     assert got["text"] == ("heart_rate.value", "is not a number")
-    assert got["bpm"] == ("heart_rate.unit", "unit 'bpm' is not a unit of heart-rate")
+    assert got["bpm"] == ("heart_rate.unit", "unit 'beats/s' is not a unit of heart-rate")
     assert got["num-time"] == ("effective_time_frame.date_time", "is not a valid date-time")
     assert got["feb30"] == ("effective_time_frame.date_time", "is not a valid date-time")
