@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional
 
+import typer
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, StrictFloat, StrictStr,
                       ValidationError, model_validator)
 
@@ -560,8 +561,6 @@ def check_file(path: Path, schema: str | None = None) -> list[str]:
     return out
 
 # %% ../nbs/04_omh.ipynb
-import typer
-
 def validate_command(
     files: Annotated[list[Path], typer.Argument(help="JSON or JSON Lines files to check")],
     schema: Annotated[Optional[str], typer.Option(
