@@ -546,12 +546,12 @@ def check_file(path: Path, schema: str | None = None) -> list[str]:
         at = f"{path}{' ' + where if where else ''}"
         if isinstance(doc, Exception):
             out.append(f"{at}: is not JSON ({doc.msg})"); continue
+        is_point = isinstance(doc, dict) and {"header", "body"} <= doc.keys()
         try:
-            if schema: validate_body(doc, schema)
+            if not is_point and schema: validate_body(doc, schema)
+            elif not is_point and isinstance(doc, dict) and "header" not in doc:
+                out.append(f"{at}: is a bare body; pass --schema NAMESPACE:NAME:VERSION")
             else:
-                if isinstance(doc, dict) and "header" not in doc:
-                    out.append(f"{at}: is a bare body; pass --schema NAMESPACE:NAME:VERSION")
-                    continue
                 res = validate_data_point(doc)
                 if not isinstance(res.body, BaseModel):
                     out.append(f"{at}: schema {res.schema_id} is not supported, so its body "
