@@ -48,6 +48,7 @@ def process_notebook(path: Path) -> tuple[nbformat.NotebookNode, dict]:
         if c["cell_type"] == "code":
             c.setdefault("outputs", []); c.setdefault("execution_count", None)
     raw.setdefault("nbformat", 4); raw.setdefault("nbformat_minor", 5)
+    raw.setdefault("metadata", {})["language_info"] = {"name": "python"}  # fenced as python
     # Reading the JSON back through nbformat joins nbdev's list-of-lines outputs into strings.
     return nbformat.reads(json.dumps(raw), as_version=4), front
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -26,6 +27,8 @@ def render_readme() -> tuple[str, dict[str, bytes]]:
     if front.get("description"): head += f"> {front['description']}\n\n"
     text = head + body.strip() + "\n"
     text = "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
+    # Links between notebooks are relative to nbs/; the README sits one folder up.
+    text = re.sub(r"\]\((?!https?:|/|#)([\w.-]+\.ipynb)", r"](nbs/\1", text)
     return text, dict(res.get("outputs", {}))
 
 
