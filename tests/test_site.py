@@ -201,7 +201,9 @@ def test_page(browser, server, figures_after_nbdev, nb_name):
             "main img", "els => els.map(e => e.complete && e.naturalWidth > 0)")
         assert all(imgs), f"{nb_name}: {imgs.count(False)} image(s) do not render"
         if exp["figures"] or figures_after_nbdev.get(nb_name):
-            assert imgs, f"{nb_name} has a figure but the page shows no rendered image"
+            svgs = page.eval_on_selector_all(
+                "main .jp-RenderedSVG svg", "els => els.filter(e => e.getBBox().width > 0).length")
+            assert imgs or svgs, f"{nb_name} has a figure but the page shows no rendered image"
         if exp["api"]:
             heads = page.locator(".celltag_api-entry :is(h2, h3, h4)").all_inner_texts()
             heads = {h.replace("¶", "").strip() for h in heads}
