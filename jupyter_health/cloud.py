@@ -35,15 +35,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from .config import JupyterHealthError
 
-log = logging.getLogger(__name__)
+_log = logging.getLogger(__name__)
 
 # %% auto 0
-__all__ = ['log', 'REASONS', 'KNOWN_RESOURCES', 'SCHEMA_VERSION', 'T', 'MAX_PAGE', 'DEEPLINK_PATH', 'DB_ENV', 'PartnerId',
-           'Device', 'cloud_app', 'DbOption', 'CloudError', 'SchemaVersionError', 'Refusal', 'resource_data_type',
-           'scope_data_types', 'hash_secret', 'check_secret', 'Base', 'SchemaVersion', 'Partner', 'SigningKey',
-           'CloudUser', 'DataGroup', 'Consent', 'Record', 'DekWrapping', 'make_engine', 'init_schema',
-           'PartnerCredentials', 'device_hash', 'CloudStore', 'BodyLimit', 'create_app', 'app_from_env', 'LocalCloud',
-           'serve_command', 'add_partner_command']
+__all__ = ['REASONS', 'KNOWN_RESOURCES', 'SCHEMA_VERSION', 'MAX_PAGE', 'DEEPLINK_PATH', 'DB_ENV', 'cloud_app', 'CloudError',
+           'SchemaVersionError', 'Refusal', 'resource_data_type', 'scope_data_types', 'hash_secret', 'check_secret',
+           'Base', 'SchemaVersion', 'Partner', 'SigningKey', 'CloudUser', 'DataGroup', 'Consent', 'Record',
+           'DekWrapping', 'make_engine', 'init_schema', 'PartnerCredentials', 'device_hash', 'CloudStore', 'BodyLimit',
+           'create_app', 'app_from_env', 'LocalCloud', 'serve_command', 'add_partner_command']
 
 # %% ../nbs/09_cloud.ipynb
 class CloudError(JupyterHealthError):
@@ -242,7 +241,7 @@ def device_hash(device_key: str) -> str:
     "How the service knows a phone: SHA-256 of its (high-entropy, random) device key."
     return hashlib.sha256(device_key.encode()).hexdigest()
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 # %% ../nbs/09_cloud.ipynb
 class CloudStore:
@@ -262,14 +261,14 @@ class CloudStore:
         "Release the database connections."
         self.engine.dispose()
 
-    def _retry(self, fn: Callable[[orm.Session], T]) -> T:
+    def _retry(self, fn: Callable[[orm.Session], _T]) -> _T:
         "Run `fn` in a transaction, again if a concurrent writer won a unique-key race."
         for attempt in range(4):
             try:
                 with self.Session.begin() as s: return fn(s)
             except sa.exc.IntegrityError:
                 if attempt == 3: raise
-                log.info("retrying a transaction after a concurrent insert")
+                _log.info("retrying a transaction after a concurrent insert")
 
 # %% ../nbs/09_cloud.ipynb
 def _partner_answer(p: Partner, keys: list[SigningKey]) -> dict:
@@ -298,7 +297,7 @@ def _add_partner(self, name: str, logo_uri: str | None = None) -> PartnerCredent
     with self.Session.begin() as s:
         s.add(Partner(id=creds.partner_id, name=name, logo_uri=logo_uri,
                       client_id=creds.client_id, secret_salt=salt, secret_hash=h))
-    log.info("added partner %s (%s)", creds.partner_id, name)
+    _log.info("added partner %s (%s)", creds.partner_id, name)
     return creds
 
 def _authenticate(self, client_id: str, client_secret: str) -> str | None:
@@ -344,7 +343,7 @@ def _set_signing_keys(self, partner_id: str, keys: list) -> dict:
         s.execute(sa.delete(SigningKey).where(SigningKey.partner_id == partner_id))
         s.add_all([SigningKey(partner_id=partner_id, serialized_key=js, tink_key_id=kid)
                    for js, kid in checked])
-    log.info("partner %s registered %d signing key(s)", partner_id, len(checked))
+    _log.info("partner %s registered %d signing key(s)", partner_id, len(checked))
     return {"signing_keys": [json.loads(js) for js, _ in checked], "count": len(checked)}
 
 CloudStore.add_partner, CloudStore.authenticate, CloudStore.partner = \
@@ -447,7 +446,7 @@ def _consent(self, token: str, device_key: str, now: datetime | None = None) -> 
         s.flush()
         return _consent_answer(c, dg, created=True)
     ans = self._retry(tx)
-    if ans["created"]: log.info("consent %s recorded", ans["request_id"])
+    if ans["created"]: _log.info("consent %s recorded", ans["request_id"])
     return ans
 
 CloudStore.consent = _consent
@@ -528,7 +527,7 @@ def _upload(self,
         return {"request_id": request_id, "stored": len(new), "duplicates": len(known),
                 "received": len(records)}
     ans = self._retry(tx)
-    log.info("consent %s: stored %d record(s)", request_id, ans["stored"])
+    _log.info("consent %s: stored %d record(s)", request_id, ans["stored"])
     return ans
 
 def _revoke(self, request_id: str, device_key: str) -> dict:
@@ -666,8 +665,8 @@ def _partner_auth(partner_id: str, request: Request,
                       f"{partner_id!r}")
     return pid
 
-PartnerId = Annotated[str, Depends(_partner_auth)]
-Device = Annotated[Optional[HTTPAuthorizationCredentials], Depends(_bearer)]
+_PartnerId = Annotated[str, Depends(_partner_auth)]
+_Device = Annotated[Optional[HTTPAuthorizationCredentials], Depends(_bearer)]
 
 # %% ../nbs/09_cloud.ipynb
 def create_app(db_url: str | None = None,  # database URL; default: $JUPYTER_HEALTH_CLOUD_DB
@@ -698,18 +697,18 @@ def _add_partner_routes(app: FastAPI, store: CloudStore) -> None:
     base = "/api/v1/sharing-partners/{partner_id}"
 
     @app.get(base)
-    def read_partner(partner_id: PartnerId) -> dict: return store.partner(partner_id)
+    def read_partner(partner_id: _PartnerId) -> dict: return store.partner(partner_id)
 
     @app.post(base)
-    def update_partner(partner_id: PartnerId, changes: Annotated[dict, Body()]) -> dict:
+    def update_partner(partner_id: _PartnerId, changes: Annotated[dict, Body()]) -> dict:
         return store.update_partner(partner_id, changes)
 
     @app.post(base + "/signing_keys")
-    def signing_keys(partner_id: PartnerId, keys: Annotated[list, Body()]) -> dict:
+    def signing_keys(partner_id: _PartnerId, keys: Annotated[list, Body()]) -> dict:
         return store.set_signing_keys(partner_id, keys)
 
     @app.get(base + "/users/{user_id}")
-    def fetch(partner_id: PartnerId, user_id: str, since: Optional[str] = None,
+    def fetch(partner_id: _PartnerId, user_id: str, since: Optional[str] = None,
               limit: Annotated[Optional[int], Query(ge=1, le=MAX_PAGE)] = None) -> Any:
         return store.fetch(partner_id, user_id, since=since, limit=limit)
 
@@ -723,27 +722,27 @@ def _add_phone_routes(app: FastAPI, store: CloudStore) -> None:
                 "consent_url": f"{b}/phone/v1/consents"}
 
     @app.post("/phone/v1/authorization-requests/verify")
-    def verify(authorization_request: Annotated[str, Body(embed=True)], cred: Device) -> dict:
+    def verify(authorization_request: Annotated[str, Body(embed=True)], cred: _Device) -> dict:
         key = _device_key(cred) if cred else None
         return store.verify_request(authorization_request, device_key=key)
 
     @app.post("/phone/v1/consents")
     def consent(authorization_request: Annotated[str, Body(embed=True)],
-                cred: Device) -> JSONResponse:
+                cred: _Device) -> JSONResponse:
         ans = store.consent(authorization_request, _device_key(cred))
         return JSONResponse(ans, status_code=201 if ans["created"] else 200)
 
     @app.post("/phone/v1/consents/{request_id}/records")
     def upload(request_id: str, records: Annotated[list, Body(embed=True)],
-               cred: Device) -> dict:
+               cred: _Device) -> dict:
         return store.upload(request_id, _device_key(cred), records)
 
     @app.get("/phone/v1/consents/{request_id}")
-    def status(request_id: str, cred: Device) -> dict:
+    def status(request_id: str, cred: _Device) -> dict:
         return store.consent_status(request_id, _device_key(cred))
 
     @app.post("/phone/v1/consents/{request_id}/revoke")
-    def revoke(request_id: str, cred: Device) -> dict:
+    def revoke(request_id: str, cred: _Device) -> dict:
         return store.revoke(request_id, _device_key(cred))
 
 # %% ../nbs/09_cloud.ipynb
@@ -795,7 +794,7 @@ def _start(self) -> LocalCloud:
                              "is the port taken? (use port=0 for any free port)")
         time.sleep(0.02)
     self.port = server.servers[0].sockets[0].getsockname()[1]
-    log.info("local cloud serving at %s", self.url)
+    _log.info("local cloud serving at %s", self.url)
     return self
 
 def _stop(self) -> None:
@@ -815,11 +814,11 @@ LocalCloud.__exit__ = lambda self, *exc: self.stop()
 # %% ../nbs/09_cloud.ipynb
 cloud_app = typer.Typer(help="Run the local CommonHealth Cloud service and manage partners.",
                         no_args_is_help=True)
-DbOption = Annotated[str, typer.Option("--db", envvar=DB_ENV, help=
+_DbOption = Annotated[str, typer.Option("--db", envvar=DB_ENV, help=
                      "Database URL: sqlite:///PATH or postgresql+psycopg://USER:PW@HOST/DB")]
 
 @cloud_app.command("serve")
-def serve_command(db: DbOption,
+def serve_command(db: _DbOption,
                   host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
                   port: Annotated[int, typer.Option(help="TCP port")] = 8000,
                   workers: Annotated[int, typer.Option(min=1, help="Worker processes")] = 1):
@@ -835,7 +834,7 @@ def serve_command(db: DbOption,
                 workers=workers, log_level="info")
 
 @cloud_app.command("add-partner")
-def add_partner_command(db: DbOption,
+def add_partner_command(db: _DbOption,
                         name: Annotated[str, typer.Option(help="Name shown to patients")],
                         logo_uri: Annotated[Optional[str], typer.Option(help="Logo URL")] = None,
                         as_json: Annotated[bool, typer.Option("--json",

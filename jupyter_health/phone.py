@@ -22,12 +22,11 @@ from . import crypto
 from .cloud import resource_data_type
 from .config import JupyterHealthError
 
-log = logging.getLogger(__name__)
+_log = logging.getLogger(__name__)
 
 # %% auto 0
-__all__ = ['log', 'DEFAULT_STATE', 'phone_app', 'StateOption', 'ServiceOption', 'PhoneError', 'PhoneRefused', 'data_type_of',
-           'client_record_id', 'read_jsonl', 'link_token', 'AuthorizationRequest', 'UploadReport', 'Phone',
-           'consent_command', 'revoke_command']
+__all__ = ['DEFAULT_STATE', 'phone_app', 'PhoneError', 'PhoneRefused', 'data_type_of', 'client_record_id', 'read_jsonl',
+           'link_token', 'AuthorizationRequest', 'UploadReport', 'Phone', 'consent_command', 'revoke_command']
 
 # %% ../nbs/10_phone.ipynb
 class PhoneError(JupyterHealthError):
@@ -177,7 +176,7 @@ def _consent(self, deeplink: str) -> tuple[AuthorizationRequest, dict]:
     req = self.open_link(deeplink)
     c = self._call("consent", "POST", f"{req.service_url}/phone/v1/consents",
                    json={"authorization_request": req.token})
-    log.info("consented to %s for %s", req.request_id, req.partner["name"])
+    _log.info("consented to %s for %s", req.request_id, req.partner["name"])
     return req, c
 
 Phone.open_link, Phone.consent = _open_link, _consent
@@ -216,7 +215,7 @@ def _share(self,
                       "encrypted_dek": dek})
         if len(batch) >= self.batch_size: send()
     if batch: send()
-    log.info("request %s: %s", req.request_id, rep)
+    _log.info("request %s: %s", req.request_id, rep)
     return rep
 
 def _revoke(self, deeplink: str) -> dict:
@@ -236,8 +235,8 @@ Phone.share, Phone.revoke, Phone.status = _share, _revoke, _status
 # %% ../nbs/10_phone.ipynb
 phone_app = typer.Typer(help="A simulated patient phone: consent to a link, upload, revoke.",
                         no_args_is_help=True)
-StateOption = Annotated[Path, typer.Option(help="File keeping this phone's device key")]
-ServiceOption = Annotated[Optional[str], typer.Option(
+_StateOption = Annotated[Path, typer.Option(help="File keeping this phone's device key")]
+_ServiceOption = Annotated[Optional[str], typer.Option(
     help="Service base URL, when the link's base is not the service itself")]
 
 def _refused(e: PhoneError) -> None:
@@ -249,7 +248,7 @@ def _refused(e: PhoneError) -> None:
 def consent_command(deeplink: Annotated[str, typer.Argument(help="The partner's consent link")],
                     data: Annotated[Optional[Path], typer.Option(
                         help="JSON Lines file of Open mHealth data points to upload")] = None,
-                    state: StateOption = DEFAULT_STATE, service_url: ServiceOption = None,
+                    state: _StateOption = DEFAULT_STATE, service_url: _ServiceOption = None,
                     batch_size: Annotated[int, typer.Option(min=1)] = 200):
     "Open a consent link, consent, and upload the data points of --data, sealed."
     with Phone.from_state(state, service_url=service_url, batch_size=batch_size) as p:
@@ -266,7 +265,7 @@ def consent_command(deeplink: Annotated[str, typer.Argument(help="The partner's 
 
 @phone_app.command("revoke")
 def revoke_command(deeplink: Annotated[str, typer.Argument(help="The consent link to revoke")],
-                   state: StateOption = DEFAULT_STATE, service_url: ServiceOption = None):
+                   state: _StateOption = DEFAULT_STATE, service_url: _ServiceOption = None):
     "Revoke this phone's consent to a link; the partner can no longer fetch its records."
     with Phone.from_state(state, service_url=service_url) as p:
         try: ans = p.revoke(deeplink)
