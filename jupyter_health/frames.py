@@ -322,10 +322,12 @@ class _Notes:
 
     def flag(self, mask: np.ndarray, text: Any, fix: bool = True):
         "Add `text` (a string, or an array aligned with the rows) to the flags where `mask`."
-        for i in np.flatnonzero(mask):
-            t = text if isinstance(text, str) else text[i]
-            self.flags[i] = f"{self.flags[i]}; {t}" if self.flags[i] else t
+        for i in np.flatnonzero(mask): self.add(i, text if isinstance(text, str) else text[i])
         if fix: self.fixed |= mask
+
+    def add(self, i: int, text: str):
+        "Add `text` to the flags of row `i`."
+        self.flags[i] = f"{self.flags[i]}; {text}" if self.flags[i] else text
 
     def exclude(self, mask: np.ndarray, field: Any, reason: Any):
         "Drop the rows where `mask` (unless already dropped) and report each one."
@@ -378,10 +380,11 @@ def _near_duplicates(df: pd.DataFrame, notes: _Notes):
             & (d.source.fillna("") != prev.source.fillna("")) & (gap <= NEAR_DUPLICATE_SECONDS))
     pair = pair.fillna(False).to_numpy(bool)
     firsts, seconds = prev.row.to_numpy()[pair].astype(int), d.row.to_numpy()[pair]
-    for a, b, g in zip(firsts, seconds, gap.to_numpy()[pair]):
+    ids = df.data_point_id.to_numpy(dtype=object, na_value=None)
+    sources = df.source.to_numpy(dtype=object, na_value=None)
+    for a, b, g in zip(firsts.tolist(), seconds.tolist(), gap.to_numpy()[pair].tolist()):
         for i, j in ((a, b), (b, a)):
-            notes.flag(np.arange(len(df)) == i, f"near-duplicate of {df.data_point_id.iat[j]} "
-                       f"from {df.source.iat[j]} ({g:g} s apart)", fix=False)
+            notes.add(i, f"near-duplicate of {ids[j]} from {sources[j]} ({g:g} s apart)")
 
 # %% ../nbs/05_frames.ipynb
 def _strict_check(records: list[dict]):
