@@ -21,38 +21,37 @@ from .omh import body_model, validate_data_point
 try: import orjson as _orjson
 except ImportError: _orjson = None
 
-log = logging.getLogger(__name__)
+_log = logging.getLogger(__name__)
 
 # %% auto 0
-__all__ = ['log', 'STR', 'FLOAT', 'UTC', 'TIDY_COLUMNS', 'BP_COLUMNS', 'KPA_TO_MMHG', 'GLUCOSE_MMOL_TO_MGDL', 'MEASURES',
-           'VALUE_KEYS', 'DURATION_SECONDS', 'CONVERSIONS', 'NEAR_DUPLICATE_SECONDS', 'empty_frame', 'FrameError',
-           'read_jsonl', 'to_frame', 'bp_frame']
+__all__ = ['TIDY_COLUMNS', 'BP_COLUMNS', 'KPA_TO_MMHG', 'GLUCOSE_MMOL_TO_MGDL', 'MEASURES', 'VALUE_KEYS', 'DURATION_SECONDS',
+           'CONVERSIONS', 'NEAR_DUPLICATE_SECONDS', 'empty_frame', 'FrameError', 'read_jsonl', 'to_frame', 'bp_frame']
 
 # %% ../nbs/05_frames.ipynb
-STR, FLOAT, UTC = "string", "float64", "datetime64[ns, UTC]"
+_STR, _FLOAT, _UTC = "string", "float64", "datetime64[ns, UTC]"
 
 TIDY_COLUMNS: dict[str, str] = {
-    "patient_id": STR, "data_point_id": STR,
-    "namespace": STR, "schema_name": STR, "schema_version": STR,
-    "measure": STR,  # e.g. blood_pressure, heart_rate; NA for schemas without a model (raw rows)
-    "value": FLOAT, "unit": STR,  # the measure's value in its canonical unit (NaN for bp)
-    "systolic": FLOAT, "diastolic": FLOAT, "heart_rate": FLOAT,  # blood pressure, mmHg, beats/min
-    "time_utc": UTC, "end_utc": UTC, "local_time": "datetime64[ns]", "utc_offset_min": "Int64",
-    "date_only": "bool", "part_of_day": STR,
-    "descriptive_statistic": STR, "body_posture": STR, "measurement_location": STR,
-    "activity": STR,  # temporal relationship to physical activity ("at rest", ...)
-    "activity_name": STR, "temporal_relationship_to_meal": STR,
-    "temporal_relationship_to_sleep": STR, "specimen_source": STR,
-    "source": STR, "modality": STR, "flags": STR,
-    "raw_body": STR,  # the body as JSON, for schemas without a model
+    "patient_id": _STR, "data_point_id": _STR,
+    "namespace": _STR, "schema_name": _STR, "schema_version": _STR,
+    "measure": _STR,  # e.g. blood_pressure, heart_rate; NA for schemas without a model (raw rows)
+    "value": _FLOAT, "unit": _STR,  # the measure's value in its canonical unit (NaN for bp)
+    "systolic": _FLOAT, "diastolic": _FLOAT, "heart_rate": _FLOAT,  # blood pressure, mmHg, beats/min
+    "time_utc": _UTC, "end_utc": _UTC, "local_time": "datetime64[ns]", "utc_offset_min": "Int64",
+    "date_only": "bool", "part_of_day": _STR,
+    "descriptive_statistic": _STR, "body_posture": _STR, "measurement_location": _STR,
+    "activity": _STR,  # temporal relationship to physical activity ("at rest", ...)
+    "activity_name": _STR, "temporal_relationship_to_meal": _STR,
+    "temporal_relationship_to_sleep": _STR, "specimen_source": _STR,
+    "source": _STR, "modality": _STR, "flags": _STR,
+    "raw_body": _STR,  # the body as JSON, for schemas without a model
 }
 
 BP_COLUMNS: dict[str, str] = {
-    "patient_id": STR, "data_point_id": STR, "time_utc": UTC, "end_utc": UTC,
+    "patient_id": _STR, "data_point_id": _STR, "time_utc": _UTC, "end_utc": _UTC,
     "local_time": "datetime64[ns]", "utc_offset_min": "Int64", "date_only": "bool",
-    "part_of_day": STR, "systolic": FLOAT, "diastolic": FLOAT, "heart_rate": FLOAT,
-    "body_posture": STR, "measurement_location": STR, "activity": STR, "source": STR,
-    "modality": STR, "flags": STR,
+    "part_of_day": _STR, "systolic": _FLOAT, "diastolic": _FLOAT, "heart_rate": _FLOAT,
+    "body_posture": _STR, "measurement_location": _STR, "activity": _STR, "source": _STR,
+    "modality": _STR, "flags": _STR,
 }
 
 def empty_frame(columns: dict[str, str] = TIDY_COLUMNS) -> pd.DataFrame:
@@ -227,7 +226,7 @@ class _Columns:
             if c is None: continue
             s = _series(c, kind)
             res = s if res is None else res.fillna(s)
-        if res is None: res = _nulls(self.n, STR if kind == "str" else object)
+        if res is None: res = _nulls(self.n, _STR if kind == "str" else object)
         return res
 
     def bodies(self, idx: np.ndarray) -> list[str]: return self._bodies(idx)
@@ -243,11 +242,11 @@ def _series(c: Any, kind: str) -> pd.Series:
             return c.to_pandas(types_mapper={pa.string(): pd.StringDtype(),
                                              pa.large_string(): pd.StringDtype()}.get)
         if pa.types.is_integer(c.type) or pa.types.is_floating(c.type):
-            return c.to_pandas().astype(FLOAT)
+            return c.to_pandas().astype(_FLOAT)
         return pd.Series(c.to_pylist(), dtype=object)
     if kind == "str":
         return pd.Series([v if v is None or isinstance(v, str) else json.dumps(v) for v in c],
-                         dtype=STR)
+                         dtype=_STR)
     return pd.Series(c, dtype=object)
 
 # %% ../nbs/05_frames.ipynb
@@ -276,7 +275,7 @@ def _lookup(cols: list[pd.Series], fn: Any) -> np.ndarray:
 
 def _nulls(n: int, dtype: Any) -> pd.Series:
     "A Series of `n` missing values."
-    if dtype == STR: return pd.Series(pd.array(pa.nulls(n, pa.string()), dtype=STR))
+    if dtype == _STR: return pd.Series(pd.array(pa.nulls(n, pa.string()), dtype=_STR))
     return pd.Series(np.full(n, None, dtype=object))
 
 # %% ../nbs/05_frames.ipynb
@@ -298,13 +297,13 @@ def _times(s: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series, pd.Series]:
     present = s.notna().to_numpy()
     if not present.any():
         none = np.zeros(len(s), dtype=bool)
-        return (pd.Series(pd.NaT, index=s.index, dtype=UTC),
+        return (pd.Series(pd.NaT, index=s.index, dtype=_UTC),
                 pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]"), none, none)
     has_offset = s.str.contains(_OFFSET, regex=True).fillna(False).to_numpy(bool)
     looks = s.str.match(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d").fillna(False).to_numpy(bool)
     naive = present & ~has_offset & looks
     ok = s.where(has_offset)
-    utc = pd.to_datetime(ok, utc=True, format="ISO8601", errors="coerce").astype(UTC)
+    utc = pd.to_datetime(ok, utc=True, format="ISO8601", errors="coerce").astype(_UTC)
     wall = pd.to_datetime(ok.str.replace(_OFFSET, "", regex=True), format="ISO8601",
                           errors="coerce").astype("datetime64[ns]")
     bad = (has_offset & (utc.isna().to_numpy() | wall.isna().to_numpy())) | (present & ~looks)
@@ -343,15 +342,15 @@ def _convert(names: pd.Series, values: pd.Series, units: pd.Series, notes: _Note
              label: Any = "") -> np.ndarray:
     "Values in canonical units; unknown units and non-numbers are excluded, fixes flagged."
     present = values.notna().to_numpy()
-    if values.dtype == FLOAT: isnum, num = present, values.to_numpy()
+    if values.dtype == _FLOAT: isnum, num = present, values.to_numpy()
     else:
         isnum = pd.notna(_map(values.map(type), {int: True, float: True})) & present
-        num = pd.to_numeric(values.where(isnum), errors="coerce").astype(FLOAT).to_numpy()
+        num = pd.to_numeric(values.where(isnum), errors="coerce").astype(_FLOAT).to_numpy()
     measured = present & names.isin(list(CONVERSIONS)).fillna(False).to_numpy(bool)
     notes.exclude(measured & ~isnum, field + ".value", "is not a number")
     conv = _lookup([names, units], lambda n, u: CONVERSIONS.get(n, {}).get(u, _NO_CONV))
     factor, offset, fixes = (np.array([c[i] for c in conv.tolist()]) for i in range(3))
-    factor, offset = factor.astype(FLOAT), offset.astype(FLOAT)
+    factor, offset = factor.astype(_FLOAT), offset.astype(_FLOAT)
     bad_unit = measured & isnum & np.isnan(factor)
     if bad_unit.any():
         why = ("unit " + units.astype(object).map(repr) + " is not a unit of "
@@ -413,8 +412,8 @@ def _interval(c: _Columns, notes: _Notes) -> dict[str, Any]:
         notes.exclude(naive, f, "has no UTC offset; a time without one is never assumed "
                                 "to be UTC (add the offset at the source)")
         notes.exclude(bad, f, "is not a valid date-time")
-    dur = pd.to_numeric(c.get(_TI + "duration.value", kind="raw"), errors="coerce").astype(FLOAT)
-    secs = dur * pd.Series(_map(c.get(_TI + "duration.unit"), DURATION_SECONDS), dtype=FLOAT)
+    dur = pd.to_numeric(c.get(_TI + "duration.value", kind="raw"), errors="coerce").astype(_FLOAT)
+    secs = dur * pd.Series(_map(c.get(_TI + "duration.unit"), DURATION_SECONDS), dtype=_FLOAT)
     span = pd.to_timedelta(secs.to_numpy(), unit="s")
     (dt_u, dt_w, *_), (st_u, st_w, *_), (en_u, en_w, *_) = parsed.values()
     start = dt_u.fillna(st_u).fillna(en_u - span)
@@ -450,7 +449,7 @@ def _schemas(c: _Columns) -> tuple[pd.Series, pd.Series, pd.Series, pd.Series]:
 def _values(c: _Columns, names: pd.Series, notes: _Notes) -> dict[str, Any]:
     "value/unit, or systolic/diastolic/heart_rate for blood pressure, in canonical units."
     is_bp = (names == "blood-pressure").fillna(False).to_numpy(bool)
-    raw, unit_in = _nulls(c.n, object), _nulls(c.n, STR)
+    raw, unit_in = _nulls(c.n, object), _nulls(c.n, _STR)
     field = np.full(c.n, "", dtype=object)
     for name, key in VALUE_KEYS.items():
         m = (names == name).fillna(False).to_numpy(bool)
@@ -476,7 +475,7 @@ def _values(c: _Columns, names: pd.Series, notes: _Notes) -> dict[str, Any]:
     hr = pd.to_numeric(c.get("body.heart_rate.value", kind="raw"), errors="coerce")
     return {"value": np.where(is_bp, np.nan, v1), "systolic": np.where(is_bp, v1, np.nan),
             "diastolic": np.where(is_bp, v2, np.nan),
-            "heart_rate": np.where(is_bp, hr.astype(FLOAT).to_numpy(), np.nan)}
+            "heart_rate": np.where(is_bp, hr.astype(_FLOAT).to_numpy(), np.nan)}
 
 # %% ../nbs/05_frames.ipynb
 def _source(c: _Columns) -> pd.Series:
@@ -486,7 +485,7 @@ def _source(c: _Columns) -> pd.Series:
         ds = c.get("header.external_datasheets", kind="raw").map(
             lambda l: (l[0] or {}).get("datasheet_reference")
             if isinstance(l, (list, np.ndarray)) and len(l) else None)
-        s = s.fillna(ds.astype(STR))
+        s = s.fillna(ds.astype(_STR))
     return s
 
 _BODY = {"descriptive_statistic": ["descriptive_statistic"],
@@ -513,7 +512,7 @@ def to_frame(records: Any, strict: bool = False, patient_id: Optional[str] = Non
         dup = (pd.DataFrame({"p": pid, "i": dpid}).duplicated() & dpid.notna()).to_numpy()
         ns, name, ver, names = _schemas(c)
         raw_idx = np.flatnonzero(names.isna().to_numpy() & ~dup)
-        raw_body = _nulls(c.n, STR)
+        raw_body = _nulls(c.n, _STR)
         if len(raw_idx): raw_body.iloc[raw_idx] = c.bodies(raw_idx)
         frame = {"patient_id": pid, "data_point_id": dpid, "namespace": ns, "schema_name": name,
                  "schema_version": ver,
@@ -529,10 +528,10 @@ def to_frame(records: Any, strict: bool = False, patient_id: Optional[str] = Non
         notes.drop |= dup
         _near_duplicates(df, notes)
         if strict and (notes.excluded or notes.fixed.any()): _strict_fail(notes)
-        df["flags"] = pd.Series(notes.flags, dtype=STR)
+        df["flags"] = pd.Series(notes.flags, dtype=_STR)
         df = df[list(TIDY_COLUMNS)][~notes.drop].reset_index(drop=True)
     if notes.excluded:
-        log.warning("%d data point(s) excluded; see frame.attrs['excluded'] (first: %s)",
+        _log.warning("%d data point(s) excluded; see frame.attrs['excluded'] (first: %s)",
                     len(notes.excluded), notes.excluded[0])
     df.attrs["excluded"], df.attrs["duplicates_dropped"] = notes.excluded, int(dup.sum())
     return df

@@ -19,10 +19,10 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, StrictFloat, Stric
 
 from .config import JupyterHealthError
 
-log = logging.getLogger(__name__)
+_log = logging.getLogger(__name__)
 
 # %% auto 0
-__all__ = ['log', 'Number', 'RFC3339', 'DateTime', 'FullDate', 'DescriptiveStatistic', 'DescriptiveStatistic10', 'BodyPosture',
+__all__ = ['Number', 'RFC3339', 'DateTime', 'FullDate', 'DescriptiveStatistic', 'DescriptiveStatistic10', 'BodyPosture',
            'PositionDuringMeasurement', 'BodyLocation', 'RelationToActivity', 'RelationToSleep', 'RelationToMeal',
            'BloodSpecimenType', 'SpecimenSource1', 'SpecimenSource2', 'PartOfDay', 'DurationUnit', 'MassUnit',
            'LengthUnit', 'Modality', 'MmHg', 'BeatsPerMin', 'GlucoseValue', 'MassValue', 'LengthValue', 'DurationValue',
@@ -447,10 +447,10 @@ def body_model(namespace: str, name: str, version: str) -> Optional[type[Body]]:
     known = sorted((_version(v), v) for (ns, n, v) in BODY_MODELS if (ns, n) == (namespace, name))
     same_major = [v for (mm, v) in known if want and mm[0] == want[0] and mm[1] <= want[1]]
     if not same_major:
-        log.warning("no model for schema %s:%s:%s; its data points are kept unvalidated",
+        _log.warning("no model for schema %s:%s:%s; its data points are kept unvalidated",
                     namespace, name, version)
         return None
-    log.warning("schema %s:%s:%s is not known; reading it as %s", namespace, name, version,
+    _log.warning("schema %s:%s:%s is not known; reading it as %s", namespace, name, version,
                 same_major[-1])
     return BODY_MODELS[namespace, name, same_major[-1]]
 
