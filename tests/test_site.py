@@ -110,7 +110,9 @@ def site(tmp_path_factory) -> Path:
            "--config", str(CONFIG)]
     if ALLOW_MISSING: cmd.append("--allow-missing")
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, f"tools/site.py failed:\n{res.stdout}\n{res.stderr[-6000:]}"
+    i = res.stderr.find("site build failed")
+    err = res.stderr[i:] if i >= 0 else res.stderr[-6000:]
+    assert res.returncode == 0, f"tools/site.py failed:\n{res.stdout}\n{err}"
     return out
 
 
