@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .config import JupyterHealthError
+from . import omh
 from .omh import body_model, validate_data_point
 
 try: import orjson as _orjson
@@ -25,7 +26,8 @@ _log = logging.getLogger(__name__)
 
 # %% auto 0
 __all__ = ['TIDY_COLUMNS', 'BP_COLUMNS', 'KPA_TO_MMHG', 'GLUCOSE_MMOL_TO_MGDL', 'MEASURES', 'VALUE_KEYS', 'DURATION_SECONDS',
-           'CONVERSIONS', 'NEAR_DUPLICATE_SECONDS', 'empty_frame', 'FrameError', 'read_jsonl', 'to_frame', 'bp_frame']
+           'CONVERSIONS', 'NEAR_DUPLICATE_SECONDS', 'VOCABULARIES', 'empty_frame', 'FrameError', 'read_jsonl',
+           'to_frame', 'bp_frame']
 
 # %% ../nbs/05_frames.ipynb
 _STR, _FLOAT, _UTC = "string", "float64", "datetime64[ns, UTC]"
@@ -35,7 +37,7 @@ TIDY_COLUMNS: dict[str, str] = {
     "namespace": _STR, "schema_name": _STR, "schema_version": _STR,
     "measure": _STR,  # e.g. blood_pressure, heart_rate; NA for schemas without a model (raw rows)
     "value": _FLOAT, "unit": _STR,  # the measure's value in its canonical unit (NaN for bp)
-    "systolic": _FLOAT, "diastolic": _FLOAT, "heart_rate": _FLOAT,  # blood pressure, mmHg, beats/min
+    "systolic": _FLOAT, "diastolic": _FLOAT, "heart_rate": _FLOAT,  # mmHg, mmHg, beats/min
     "time_utc": _UTC, "end_utc": _UTC, "local_time": "datetime64[ns]", "utc_offset_min": "Int64",
     "date_only": "bool", "part_of_day": _STR,
     "descriptive_statistic": _STR, "body_posture": _STR, "measurement_location": _STR,
@@ -498,6 +500,32 @@ _BODY = {"descriptive_statistic": ["descriptive_statistic"],
          "specimen_source": ["specimen_source", "blood_specimen_type"]}
 
 # %% ../nbs/05_frames.ipynb
+from typing import get_args
+
+def _words(*types: Any) -> set[str]:
+    "Every string literal inside the given type annotations (through `Optional` and `Literal`)."
+    return {w for t in types for a in get_args(t)
+            for w in ([a] if isinstance(a, str) else _words(a))}
+
+def _vocabulary(*fields: str) -> set[str]:
+    "The words any body model allows in any of `fields`."
+    return _words(*(m.model_fields[f].annotation for m in omh.BODY_MODELS.values()
+                    for f in fields if f in m.model_fields))
+
+VOCABULARIES: dict[str, set[str]] = {
+    **{k: _vocabulary(*ps) for k, ps in _BODY.items() if k != "activity_name"},
+    "part_of_day": _words(omh.PartOfDay)}
+
+def _unknown_terms(df: pd.DataFrame, notes: _Notes):
+    "Flag words outside their vocabulary (a notice: the row is kept)."
+    for col, words in VOCABULARIES.items():
+        odd = pd.notna(df[col]).to_numpy(bool) & pd.isna(_map(df[col], dict.fromkeys(words, 1)))
+        if odd.any():
+            texts = (col + " " + df[col].astype(object).map(repr) + " is not in its schema's "
+                     "list").to_numpy(dtype=object)
+            notes.flag(odd, texts, fix=False)
+
+# %% ../nbs/05_frames.ipynb
 def to_frame(records: Any, strict: bool = False, patient_id: Optional[str] = None) -> pd.DataFrame:
     "One row per data point in `TIDY_COLUMNS`; lenient exclusions are in `.attrs['excluded']`."
     if strict:
@@ -527,6 +555,7 @@ def to_frame(records: Any, strict: bool = False, patient_id: Optional[str] = Non
                            if k != "flags"})
         notes.drop |= dup
         _near_duplicates(df, notes)
+        _unknown_terms(df, notes)
         if strict and (notes.excluded or notes.fixed.any()): _strict_fail(notes)
         df["flags"] = pd.Series(notes.flags, dtype=_STR)
         df = df[list(TIDY_COLUMNS)][~notes.drop].reset_index(drop=True)
