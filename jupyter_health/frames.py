@@ -26,8 +26,8 @@ _log = logging.getLogger(__name__)
 
 # %% auto 0
 __all__ = ['TIDY_COLUMNS', 'BP_COLUMNS', 'KPA_TO_MMHG', 'GLUCOSE_MMOL_TO_MGDL', 'MEASURES', 'VALUE_KEYS', 'DURATION_SECONDS',
-           'CONVERSIONS', 'NEAR_DUPLICATE_SECONDS', 'VOCABULARIES', 'empty_frame', 'FrameError', 'read_jsonl',
-           'to_frame', 'bp_frame']
+           'CONVERSIONS', 'NEAR_DUPLICATE_SECONDS', 'VOCABULARIES', 'EXCLUSION_COLUMNS', 'empty_frame', 'FrameError',
+           'read_jsonl', 'to_frame', 'exclusions', 'bp_frame']
 
 # %% ../nbs/05_frames.ipynb
 _STR, _FLOAT, _UTC = "string", "float64", "datetime64[ns, UTC]"
@@ -580,6 +580,15 @@ def _strict_fail(notes: _Notes):
     raise FrameError(f"strict mode: data point {notes.ids[i]!r} of patient {notes.pids[i]!r} "
                      f"would need a fix ({notes.flags[i]}). Fix the data, or use strict=False "
                      "to apply the fix with a flag.")
+
+# %% ../nbs/05_frames.ipynb
+EXCLUSION_COLUMNS = {"data_point_id": _STR, "patient_id": _STR, "field": _STR, "reason": _STR}
+
+def exclusions(frame: pd.DataFrame) -> pd.DataFrame:
+    "The data points `to_frame` left out, with the field at fault and why, as a frame."
+    rows = frame.attrs.get("excluded", [])
+    return pd.DataFrame({c: pd.Series([r.get(c) for r in rows], dtype=t)
+                         for c, t in EXCLUSION_COLUMNS.items()})
 
 # %% ../nbs/05_frames.ipynb
 def bp_frame(records: Any, strict: bool = False, patient_id: Optional[str] = None) -> pd.DataFrame:
