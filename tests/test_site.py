@@ -1,4 +1,4 @@
-"""The offline docs site: built by `tools/site.py` and read in headless Chromium like a reader would.
+"""The offline docs site, built by `tools/site.py` and read in headless Chromium as a reader would.
 
 Every page listed in `_quarto.yml` must load without console errors, show its title, show the
 figures and API entries its notebook has, link only to pages and anchors that exist, and show no
@@ -79,35 +79,23 @@ def expected(nb_name: str) -> dict:
     return {"title": title, "figures": figures, "api": list(dict.fromkeys(api))}
 
 
-_COUNT_FIGURES = """
-import json, sys, warnings
-sys.path.insert(0, sys.argv[1])
-warnings.simplefilter("ignore")
-from nbproc import nbs_path, process_notebook
-res = {}
-for name in sys.argv[2:]:
-    nb, _ = process_notebook(nbs_path() / name)
-    res[name] = sum(k.startswith("image/") for c in nb.cells if c.cell_type == "code"
-                    for o in c.get("outputs", []) for k in o.get("data", {}))
-print(json.dumps(res))
-"""
-
-
 @pytest.fixture(scope="module")
 def figures_after_nbdev(site) -> dict[str, int]:
-    "Figures each notebook has once nbdev has run the cells it runs for the docs (in a subprocess)."
-    res = subprocess.run([sys.executable, "-c", _COUNT_FIGURES, str(ROOT / "tools"), *PAGES],
-                         cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, res.stderr[-4000:]
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    "Figures each notebook has once nbdev has run the cells it runs for the docs."
+    res = {}
+    for name in PAGES:
+        nb = json.loads((site.parent / "proc" / name).read_text(encoding="utf-8"))
+        res[name] = sum(k.startswith("image/") for c in nb["cells"] if c["cell_type"] == "code"
+                        for o in c.get("outputs", []) for k in o.get("data", {}))
+    return res
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     "The site built by the documented command into a scratch folder."
-    out = tmp_path_factory.mktemp("site")
+    out = tmp_path_factory.mktemp("docs") / "site"
     cmd = [sys.executable, str(ROOT / "tools" / "site.py"), "--out", str(out),
-           "--config", str(CONFIG)]
+           "--config", str(CONFIG), "--proc-dir", str(out.parent / "proc")]
     if ALLOW_MISSING: cmd.append("--allow-missing")
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     i = res.stderr.find("site build failed")
@@ -253,8 +241,8 @@ def test_client_api_page(browser, server):
 def test_missing_notebook_is_named(tmp_path):
     "A navigation entry without its notebook fails the build and names the notebook."
     cfg = tmp_path / "_quarto.yml"
-    cfg.write_text("website:\n  title: t\n  sidebar:\n    contents:\n"
-                   "      - index.ipynb\n      - section: S\n        contents: [99_nowhere.ipynb]\n")
+    cfg.write_text("website:\n  title: t\n  sidebar:\n    contents:\n      - index.ipynb\n"
+                   "      - section: S\n        contents: [99_nowhere.ipynb]\n")
     res = subprocess.run([sys.executable, str(ROOT / "tools" / "site.py"), "--out",
                           str(tmp_path / "out"), "--config", str(cfg)],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -2,21 +2,29 @@
 
     python tools/site.py                  # writes _site/index.html and one page per notebook
     python tools/site.py --out DIR        # somewhere else
-    python tools/site.py --allow-missing  # skip navigation entries whose notebook is not written yet
+    python tools/site.py --allow-missing  # leave out entries whose notebook is not written yet
+    python tools/site.py --proc-dir DIR   # also keep nbdev's processed notebooks (like its _proc)
 
 The pages are the ones `nbdev_docs` makes with Quarto: the navigation (sections, order, site
-title) comes from `_quarto.yml`, each notebook goes through nbdev's own processing (directives,
-hidden cells, `show_doc` API entries; see tools/nbproc.py) and nbconvert renders it. Our glue only
-turns Quarto-only markdown (callouts, link attributes) into plain HTML, names pages the way
-nbdev does (`00_config.ipynb` -> `config.html`) and adds the sidebar. It exits non-zero, naming
-the notebook, when a navigation entry is missing or a page fails to render.
+title) comes from `_quarto.yml`; each notebook goes through nbdev's own processing (directives,
+hidden cells, `show_doc` API entries; see tools/nbproc.py) in a process of its own, as nbdev
+does; nbconvert renders it. Our glue only turns Quarto-only markdown (callouts, link attributes)
+into plain HTML, names pages the way nbdev does (`00_config.ipynb` -> `config.html`) and adds the
+sidebar. It exits non-zero, naming the notebook, when a navigation entry is missing or a page
+fails to process or render.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
 import shutil
+import subprocess
 import sys
+import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -287,8 +295,37 @@ def _why(e: BaseException) -> str:
     return msg
 
 
-def build(out: Path, allow_missing: bool = False, quarto_yml: Path = ROOT / "_quarto.yml"
-          ) -> list[str]:
+NB_TIMEOUT = 600  # seconds nbdev may spend running one notebook's cells for its docs
+
+
+def _process_isolated(path: Path) -> tuple[object, dict, str]:
+    "nbdev's processing of `path` in a fresh Python, as nbdev_docs does: (notebook, front, error)."
+    with tempfile.TemporaryDirectory() as tmp:
+        dest = Path(tmp) / "processed.json"
+        try:
+            res = subprocess.run([sys.executable, __file__, "--process-one", str(path), str(dest)],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=NB_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return None, {}, f"running its cells took longer than {NB_TIMEOUT} s"
+        if res.returncode != 0 or not dest.exists():
+            return None, {}, (res.stdout.strip() or res.stderr.strip()[-3000:])
+        data = json.loads(dest.read_text(encoding="utf-8"))
+    return nbformat.from_dict(data["nb"]), data["front"], ""
+
+
+def _process_one(path: Path, dest: Path) -> int:
+    "Worker for `_process_isolated`: write the processed notebook, or print why it failed."
+    warnings.simplefilter("ignore")  # nbdev's advice on mixed cells is repeated in our message
+    try: nb, front = process_notebook(path)
+    except Exception as e:
+        print(_why(e))
+        return 1
+    dest.write_text(json.dumps({"nb": nb, "front": front}, default=str), encoding="utf-8")
+    return 0
+
+
+def build(out: Path, allow_missing: bool = False, quarto_yml: Path = ROOT / "_quarto.yml",
+          proc_dir: Path | None = None) -> list[str]:
     "Write the site into `out`; returns the problems (missing notebooks, pages that failed)."
     from nbdev.config import get_config
     cfg = get_config()
@@ -298,19 +335,24 @@ def build(out: Path, allow_missing: bool = False, quarto_yml: Path = ROOT / "_qu
     for name in nav.notebooks:
         if (nbs / name).exists(): pages[name] = Page(nbs / name, page_name(name))
         elif not allow_missing:
-            problems.append(f"{name}: listed in _quarto.yml's sidebar but nbs/{name} does not exist")
+            problems.append(f"{name}: in the sidebar of {quarto_yml.name}, but nbs/{name} "
+                            "does not exist")
     ex = exporter()
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        done = dict(zip(pages, pool.map(lambda p: _process_isolated(p.nb), pages.values())))
     for name, page in pages.items():
-        try:
-            nb, front = process_notebook(page.nb)
-            prepare(nb)
-            page.href = front.get("output-file", page.href)
-            page.title = str(front.get("title") or page.nb.stem)
-            page.description = str(front.get("description") or "")
-            page.nb_node = nb
-        except Exception as e:
-            problems.append(f"{name}: nbdev's processing failed (nbdev_docs would fail too): "
-                            f"{_why(e)}")
+        nb, front, err = done[name]
+        if err:
+            problems.append(f"{name}: nbdev's processing failed (nbdev_docs would fail too): {err}")
+            continue
+        if proc_dir:  # what nbdev made of it, before our glue, like nbdev's own _proc folder
+            proc_dir.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, proc_dir / name)
+        prepare(nb)
+        page.href = front.get("output-file", page.href)
+        page.title = str(front.get("title") or page.nb.stem)
+        page.description = str(front.get("description") or "")
+        page.nb_node = nb
     if problems: return problems
 
     def entries(items):
@@ -355,8 +397,13 @@ def main() -> int:
                     help="leave out navigation entries whose notebook does not exist yet")
     ap.add_argument("--config", type=Path, default=ROOT / "_quarto.yml",
                     help="the Quarto configuration whose sidebar lists the pages (_quarto.yml)")
+    ap.add_argument("--proc-dir", type=Path,
+                    help="also keep nbdev's processed notebooks here (for checks and debugging)")
+    ap.add_argument("--process-one", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    problems = build(args.out.resolve(), args.allow_missing, args.config.resolve())
+    if args.process_one: return _process_one(*args.process_one)
+    problems = build(args.out.resolve(), args.allow_missing, args.config.resolve(),
+                     args.proc_dir and args.proc_dir.resolve())
     if problems:
         print("site build failed:\n" + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
         return 1
