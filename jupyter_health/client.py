@@ -15,7 +15,10 @@ import threading
 import time
 import uuid
 from numbers import Integral
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from base64 import b64decode
+import multiprocessing
+from concurrent.futures import (BrokenExecutor, Executor, ProcessPoolExecutor,
+                                ThreadPoolExecutor, as_completed)
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -23,6 +26,10 @@ from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 import httpx
+import tink
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from tink import hybrid
+from tink.proto import aes_gcm_pb2, tink_pb2
 
 from . import crypto
 from .config import ENV_PREFIX, JupyterHealthError, JupyterHealthSettings
@@ -32,11 +39,12 @@ from .keystore import (PRIVATE_SIGNING_KEY, KeyStore, SQLiteKeyStore, patient_id
 _log = logging.getLogger(__name__)
 
 # %% auto 0
-__all__ = ['DEFAULT_SCOPE', 'DEFAULT_EXPIRATION_SECONDS', 'MAX_EXPIRATION_SECONDS', 'CHClientError', 'InvalidRequest',
-           'PatientNotConsented', 'CHHTTPError', 'CHConnectionError', 'InsecureConnection', 'RedirectRefused',
-           'ProtocolError', 'KeyStoreStateError', 'RecordDecryptionFailed', 'is_loopback', 'origin',
-           'check_service_url', 'parse_retry_after', 'RetryPolicy', 'server_detail', 'ResourceHolder', 'FailedRecord',
-           'FetchResult', 'open_records', 'JupyterHealthCHClient', 'patch_client', 'Initialization', 'BatchResult']
+__all__ = ['PARALLEL_CHUNK', 'DEFAULT_SCOPE', 'DEFAULT_EXPIRATION_SECONDS', 'MAX_EXPIRATION_SECONDS', 'PARALLEL_MIN_RECORDS',
+           'CHClientError', 'InvalidRequest', 'PatientNotConsented', 'CHHTTPError', 'CHConnectionError',
+           'InsecureConnection', 'RedirectRefused', 'ProtocolError', 'KeyStoreStateError', 'RecordDecryptionFailed',
+           'is_loopback', 'origin', 'check_service_url', 'parse_retry_after', 'RetryPolicy', 'server_detail',
+           'ResourceHolder', 'FailedRecord', 'FetchResult', 'open_records', 'JupyterHealthCHClient', 'patch_client',
+           'Initialization', 'BatchResult']
 
 # %% ../nbs/03_client.ipynb
 class CHClientError(JupyterHealthError):
@@ -206,15 +214,51 @@ class FetchResult(list):
 # %% ../nbs/03_client.ipynb
 _RECORD_FIELDS = ("client_record_id", "client_datagroup_id", "data_type", "encrypted_content",
                   "encrypted_dek")
+_AES_GCM_URL = "type.googleapis.com/google.crypto.tink.AesGcmKey"
 
-def _open_one(rec: Any, key: Any, patient_id: str | None) -> ResourceHolder:
-    "Open one wire record; raise `ValueError` with the reason if it cannot be."
+def _aes_gcm_open(dek: bytes, content: bytes, aad: bytes) -> bytes:
+    "Open `content` under a one-key Tink AES-GCM keyset `dek`; `ValueError` if it is not one."
+    ks = tink_pb2.Keyset.FromString(dek)
+    if len(ks.key) != 1: raise ValueError("not a one-key keyset")
+    k = ks.key[0]
+    if (k.key_data.type_url != _AES_GCM_URL or k.status != tink_pb2.ENABLED
+            or k.key_id != ks.primary_key_id): raise ValueError("not an enabled AES-GCM key")
+    if k.output_prefix_type == tink_pb2.TINK: prefix = b"\x01" + k.key_id.to_bytes(4, "big")
+    elif k.output_prefix_type == tink_pb2.RAW: prefix = b""
+    else: raise ValueError("unusual ciphertext prefix")
+    key = aes_gcm_pb2.AesGcmKey.FromString(k.key_data.value)
+    if key.version != 0 or len(key.key_value) not in (16, 32) or not content.startswith(prefix):
+        raise ValueError("unexpected key or ciphertext")
+    body = content[len(prefix):]
+    return AESGCM(key.key_value).decrypt(body[:12], body[12:], aad)
+
+class _Opener:
+    "Opens records sealed for one patient key, with the key's primitive built once."
+    def __init__(self, key: Any):
+        self.key = crypto.load_keyset(key)
+        try: self.unwrap = self.key.primitive(hybrid.HybridDecrypt)
+        except tink.TinkError: self.unwrap = None  # `crypto.open_record` will say what is wrong
+
+    def text(self, rid: str, gid: str, content: str, dek: str) -> str:
+        "The plaintext of one record, or `ValueError` with the reason it does not open."
+        if self.unwrap is not None:
+            try:
+                key = self.unwrap.decrypt(b64decode(dek, validate=True), (rid + gid).encode())
+                return _aes_gcm_open(key, b64decode(content, validate=True),
+                                     rid.encode()).decode("utf-8")
+            except Exception: pass  # the careful path below opens it or says exactly why not
+        try: return crypto.open_record(content, dek, self.key, rid, gid)
+        except crypto.RecordDecryptionError as e: raise ValueError(str(e)) from None
+
+# %% ../nbs/03_client.ipynb
+def _check_fields(rec: Any) -> None:
+    "`ValueError` unless `rec` is a JSON object with every wire field a string."
     if not isinstance(rec, dict): raise ValueError(f"not a JSON object but {type(rec).__name__}")
     missing = [f for f in _RECORD_FIELDS if not isinstance(rec.get(f), str)]
     if missing: raise ValueError(f"missing or non-string field(s): {', '.join(missing)}")
-    try: text = crypto.open_record(rec["encrypted_content"], rec["encrypted_dek"], key,
-                                   rec["client_record_id"], rec["client_datagroup_id"])
-    except crypto.RecordDecryptionError as e: raise ValueError(str(e)) from None
+
+def _holder(rec: dict, text: str, patient_id: str | None) -> ResourceHolder:
+    "The `ResourceHolder` of a record whose plaintext is `text`; `ValueError` if not OMH."
     try: content = json.loads(text)
     except ValueError: raise ValueError("decrypted content is not JSON") from None
     if not (isinstance(content, dict) and isinstance(content.get("header"), dict)
@@ -223,20 +267,69 @@ def _open_one(rec: Any, key: Any, patient_id: str | None) -> ResourceHolder:
     return ResourceHolder(rec["data_type"], content, rec["client_record_id"],
                           rec["client_datagroup_id"], patient_id)
 
+def _failed(rec: Any, reason: str) -> FailedRecord:
+    g = rec.get if isinstance(rec, dict) else (lambda k: None)
+    return FailedRecord(g("client_record_id"), g("client_datagroup_id"), g("data_type"), reason)
+
+# %% ../nbs/03_client.ipynb
+PARALLEL_CHUNK = 1000  # records per task sent to a worker process
+
+_openers: dict[str, _Opener] = {}
+
+def _open_chunk(key_json: str, # the patient's private key, as JSON
+                rows: list[tuple[str, str, str, str]], # (record id, group id, content, dek)
+               ) -> list[tuple[bool, str]]:
+    "Worker side: `(True, plaintext)` or `(False, reason)` for each record."
+    opener = _openers.get(key_json)
+    if opener is None:
+        if len(_openers) > 16: _openers.clear()  # a worker serves few patients at a time
+        opener = _openers[key_json] = _Opener(key_json)
+    out = []
+    for row in rows:
+        try: out.append((True, opener.text(*row)))
+        except ValueError as e: out.append((False, str(e)))
+    return out
+
+def _key_json(key: Any) -> str:
+    if isinstance(key, str): return key
+    if isinstance(key, crypto.SerializedKey): return key.to_json()
+    return crypto.private_key(crypto.load_keyset(key)).to_json()
+
+# %% ../nbs/03_client.ipynb
 def open_records(records: Iterable[dict], # wire records, as the service sends them (§4)
                  patient_key: Any, # the patient's private key (SerializedKey or its JSON)
                  patient_id: str | None = None, # whose records, for messages and the results
                  strict: bool = False, # raise `RecordDecryptionFailed` if any record fails
                  next_cursor: str | None = None, # passed through to the result
+                 executor: Executor | None = None, # decrypt in this pool; None: in this process
                 ) -> FetchResult:
     "Decrypt wire records into `ResourceHolder`s; failures go to `.failed`, never vanish."
-    ok, failed, key = [], [], crypto.load_keyset(patient_key)
-    for rec in records:
-        try: ok.append(_open_one(rec, key, patient_id))
-        except ValueError as e:
-            g = rec.get if isinstance(rec, dict) else (lambda k: None)
-            failed.append(FailedRecord(g("client_record_id"), g("client_datagroup_id"),
-                                       g("data_type"), str(e)))
+    records = list(records)
+    reasons: dict[int, str] = {}
+    for i, rec in enumerate(records):
+        try: _check_fields(rec)
+        except ValueError as e: reasons[i] = str(e)
+    good = [i for i in range(len(records)) if i not in reasons]
+    rows = [tuple(records[i][f] for f in _RECORD_FIELDS if f != "data_type") for i in good]
+    if executor is not None and rows:
+        chunks = [rows[j:j + PARALLEL_CHUNK] for j in range(0, len(rows), PARALLEL_CHUNK)]
+        answers = executor.map(_open_chunk, [_key_json(patient_key)] * len(chunks), chunks)
+        opened = (r for part in answers for r in part)
+    else:
+        opener = _Opener(patient_key)
+        def one(row):
+            try: return True, opener.text(*row)
+            except ValueError as e: return False, str(e)
+        opened = map(one, rows)
+    texts = dict(zip(good, opened))
+    ok, failed = [], []
+    for i, rec in enumerate(records):
+        if i in reasons: failed.append(_failed(rec, reasons[i])); continue
+        fine, text = texts[i]
+        try:
+            if not fine: raise ValueError(text)
+            ok.append(_holder(rec, text, patient_id))
+        except ValueError as e: failed.append(_failed(rec, str(e)))
     if failed:
         _log.warning("patient %r: %d of %d records did not decrypt: %s", patient_id, len(failed),
                     len(ok) + len(failed), ", ".join(str(f.client_record_id) for f in failed))
@@ -270,6 +363,7 @@ class JupyterHealthCHClient:
                  storage_delegate: KeyStore | None = None, # default: SQLite at `keystore_path`
                  http_client: httpx.Client | None = None, # default: one of our own
                  retry: RetryPolicy = RetryPolicy(), # how GETs are retried
+                 decrypt_workers: int | None = None, # processes for big batches; None: per CPU
                  **overrides: Any): # any `JupyterHealthSettings` field, e.g. `service_url=...`
         self.settings = s = _settings(settings, overrides, storage_delegate is None)
         self.base_url = check_service_url(s.service_base)
@@ -281,6 +375,13 @@ class JupyterHealthCHClient:
         self._http = http_client or httpx.Client(timeout=s.http_timeout, follow_redirects=False)
         self._lock = threading.RLock()  # key-store reads and writes, one at a time
         self._sleep: Callable[[float], None] = time.sleep
+        if decrypt_workers is not None and (isinstance(decrypt_workers, bool) or
+                not isinstance(decrypt_workers, int) or decrypt_workers < 0):
+            raise InvalidRequest(f"decrypt_workers must be a whole number >= 0 or None, got "
+                                 f"{decrypt_workers!r}")
+        self.decrypt_workers = (os.cpu_count() or 1) if decrypt_workers is None \
+            else decrypt_workers
+        self._pool: ProcessPoolExecutor | None = None
 
     @property
     def storage_delegate(self) -> KeyStore:
@@ -288,8 +389,10 @@ class JupyterHealthCHClient:
         return self.keystore
 
     def close(self) -> None:
-        "Close the HTTP connections this client opened."
+        "Close the HTTP connections this client opened, and stop its decryption processes."
         if self._own_http: self._http.close()
+        with self._lock: pool, self._pool = self._pool, None
+        if pool is not None: pool.shutdown(cancel_futures=True)
 
     def __enter__(self) -> JupyterHealthCHClient: return self
     def __exit__(self, *exc: Any) -> None: self.close()
@@ -563,6 +666,34 @@ def _fetch_page(self: JupyterHealthCHClient, patient_id: str, params: dict) -> t
     return _unpack(answer, url)
 
 # %% ../nbs/03_client.ipynb
+PARALLEL_MIN_RECORDS = 5000  # batches at least this big are decrypted by worker processes
+
+@patch_client
+def _decrypt_pool(self: JupyterHealthCHClient, n: int) -> Executor | None:
+    "The client's worker processes if a batch of `n` records is worth them, else `None`."
+    if self.decrypt_workers < 2 or n < PARALLEL_MIN_RECORDS: return None
+    with self._lock:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.decrypt_workers,
+                                             mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+@patch_client
+def _open(self: JupyterHealthCHClient, records: list, key: Any, patient_id: str,
+          strict: bool, cursor: str | None) -> FetchResult:
+    "`open_records`, in the worker processes when the batch is big enough."
+    pool = self._decrypt_pool(len(records))
+    if pool is not None:
+        try: return open_records(records, key, patient_id, strict, cursor, executor=pool)
+        except (BrokenExecutor, OSError, RuntimeError) as e:
+            _log.warning("decryption worker processes failed (%s: %s); decrypting in this "
+                         "process from now on. In a script, put the work under `if __name__ =="
+                         " '__main__':`, or pass decrypt_workers=0.", type(e).__name__, e)
+            with self._lock: self.decrypt_workers, self._pool = 0, None
+            pool.shutdown(wait=False, cancel_futures=True)
+    return open_records(records, key, patient_id, strict, cursor)
+
+# %% ../nbs/03_client.ipynb
 @patch_client
 def _patient_key_for_reading(self: JupyterHealthCHClient, patient_id: str) -> Any:
     key = self.patient_key(patient_id)
@@ -582,8 +713,8 @@ def fetch_data(self: JupyterHealthCHClient,
     "The patient's decrypted records (a list of `ResourceHolder`, with `.failed`)."
     params = {k: v for k, v in (("since", since), ("limit", limit)) if v is not None}
     records, cursor, more = self._fetch_page(patient_id, params)
-    res = FetchResult([], [], patient_id, cursor or since) if not records else open_records(
-        records, self._patient_key_for_reading(patient_id), patient_id, strict, cursor)
+    res = FetchResult([], [], patient_id, cursor or since) if not records else \
+        self._open(records, self._patient_key_for_reading(patient_id), patient_id, strict, cursor)
     res.has_more = more
     return res
 
