@@ -5,6 +5,7 @@
 # %% ../nbs/03_client.ipynb 4
 from __future__ import annotations
 
+import gc
 import ipaddress
 import json
 import logging
@@ -16,13 +17,15 @@ import time
 import uuid
 from numbers import Integral
 from base64 import b64decode
+from contextlib import contextmanager
 import multiprocessing
+import multiprocessing.util
 from concurrent.futures import (BrokenExecutor, Executor, ProcessPoolExecutor,
                                 ThreadPoolExecutor, as_completed)
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -35,6 +38,9 @@ from . import crypto
 from .config import ENV_PREFIX, JupyterHealthError, JupyterHealthSettings
 from .keystore import (PRIVATE_SIGNING_KEY, KeyStore, SQLiteKeyStore, patient_ids,
                                      patient_encryption_key_key, patient_id_mapping_key)
+
+try: import orjson as _orjson
+except ImportError: _orjson = None  # the standard library parses the same, more slowly
 
 _log = logging.getLogger(__name__)
 
@@ -171,6 +177,29 @@ def server_detail(resp: httpx.Response) -> str:
     return text[:500] + ("..." if len(text) > 500 else "") if text else resp.reason_phrase
 
 # %% ../nbs/03_client.ipynb
+_gc_lock = threading.Lock()
+_gc_state = {"depth": 0, "was_enabled": True}
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    "Pause the cyclic garbage collector in this block (nested blocks and threads welcome)."
+    with _gc_lock:
+        if _gc_state["depth"] == 0: _gc_state["was_enabled"] = gc.isenabled(); gc.disable()
+        _gc_state["depth"] += 1
+    try: yield
+    finally:
+        with _gc_lock:
+            _gc_state["depth"] -= 1
+            if _gc_state["depth"] == 0 and _gc_state["was_enabled"]: gc.enable()
+
+def _loads(data: str | bytes) -> Any:
+    "Parse JSON text (`orjson` when it can, else the standard library); `ValueError` if bad."
+    if _orjson is not None:
+        try: return _orjson.loads(data)
+        except _orjson.JSONDecodeError: pass
+    return json.loads(data)
+
+# %% ../nbs/03_client.ipynb
 @dataclass
 class ResourceHolder:
     "One decrypted record: its type, its Open mHealth data point and the ids it travelled under."
@@ -259,7 +288,7 @@ def _check_fields(rec: Any) -> None:
 
 def _holder(rec: dict, text: str, patient_id: str | None) -> ResourceHolder:
     "The `ResourceHolder` of a record whose plaintext is `text`; `ValueError` if not OMH."
-    try: content = json.loads(text)
+    try: content = _loads(text)
     except ValueError: raise ValueError("decrypted content is not JSON") from None
     if not (isinstance(content, dict) and isinstance(content.get("header"), dict)
             and isinstance(content.get("body"), dict)):
@@ -304,7 +333,11 @@ def open_records(records: Iterable[dict], # wire records, as the service sends t
                  executor: Executor | None = None, # decrypt in this pool; None: in this process
                 ) -> FetchResult:
     "Decrypt wire records into `ResourceHolder`s; failures go to `.failed`, never vanish."
-    records = list(records)
+    with _gc_paused(): return _open_records(list(records), patient_key, patient_id, strict,
+                                            next_cursor, executor)
+
+def _open_records(records: list, patient_key: Any, patient_id: str | None, strict: bool,
+                  next_cursor: str | None, executor: Executor | None) -> FetchResult:
     reasons: dict[int, str] = {}
     for i, rec in enumerate(records):
         try: _check_fields(rec)
@@ -382,6 +415,7 @@ class JupyterHealthCHClient:
         self.decrypt_workers = (os.cpu_count() or 1) if decrypt_workers is None \
             else decrypt_workers
         self._pool: ProcessPoolExecutor | None = None
+        self._stop_pool: Callable[[], Any] | None = None
 
     @property
     def storage_delegate(self) -> KeyStore:
@@ -391,8 +425,8 @@ class JupyterHealthCHClient:
     def close(self) -> None:
         "Close the HTTP connections this client opened, and stop its decryption processes."
         if self._own_http: self._http.close()
-        with self._lock: pool, self._pool = self._pool, None
-        if pool is not None: pool.shutdown(cancel_futures=True)
+        with self._lock: stop, self._stop_pool, self._pool = self._stop_pool, None, None
+        if stop is not None: stop()
 
     def __enter__(self) -> JupyterHealthCHClient: return self
     def __exit__(self, *exc: Any) -> None: self.close()
@@ -471,7 +505,7 @@ def _redirect_target(self: JupyterHealthCHClient, resp: httpx.Response, hops: in
 def _json(self: JupyterHealthCHClient, method: str, url: str, **kw: Any) -> Any:
     "Send a request and return the JSON answer, raising `ProtocolError` if it is not JSON."
     resp = self._send(method, url, **kw)
-    try: return resp.json()
+    try: return _loads(resp.content)
     except ValueError:
         raise ProtocolError(f"{method} {url} answered HTTP {resp.status_code} with non-JSON "
                             f"content: {resp.text[:200]!r}") from None
@@ -674,8 +708,12 @@ def _decrypt_pool(self: JupyterHealthCHClient, n: int) -> Executor | None:
     if self.decrypt_workers < 2 or n < PARALLEL_MIN_RECORDS: return None
     with self._lock:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.decrypt_workers,
-                                             mp_context=multiprocessing.get_context("spawn"))
+            self._pool = pool = ProcessPoolExecutor(
+                self.decrypt_workers, mp_context=multiprocessing.get_context("spawn"))
+            # stopped by close(), when the client is collected, or as the process ends (before
+            # multiprocessing waits for its children, which would otherwise wait forever)
+            self._stop_pool = multiprocessing.util.Finalize(
+                self, pool.shutdown, kwargs={"cancel_futures": True}, exitpriority=10)
         return self._pool
 
 @patch_client
@@ -689,7 +727,10 @@ def _open(self: JupyterHealthCHClient, records: list, key: Any, patient_id: str,
             _log.warning("decryption worker processes failed (%s: %s); decrypting in this "
                          "process from now on. In a script, put the work under `if __name__ =="
                          " '__main__':`, or pass decrypt_workers=0.", type(e).__name__, e)
-            with self._lock: self.decrypt_workers, self._pool = 0, None
+            with self._lock:
+                stop, self._stop_pool, self._pool, self.decrypt_workers = \
+                    self._stop_pool, None, None, 0
+            if stop is not None: stop.cancel()
             pool.shutdown(wait=False, cancel_futures=True)
     return open_records(records, key, patient_id, strict, cursor)
 
@@ -712,9 +753,10 @@ def fetch_data(self: JupyterHealthCHClient,
               ) -> FetchResult:
     "The patient's decrypted records (a list of `ResourceHolder`, with `.failed`)."
     params = {k: v for k, v in (("since", since), ("limit", limit)) if v is not None}
-    records, cursor, more = self._fetch_page(patient_id, params)
-    res = FetchResult([], [], patient_id, cursor or since) if not records else \
-        self._open(records, self._patient_key_for_reading(patient_id), patient_id, strict, cursor)
+    with _gc_paused():
+        records, cursor, more = self._fetch_page(patient_id, params)
+        res = FetchResult([], [], patient_id, cursor or since) if not records else self._open(
+            records, self._patient_key_for_reading(patient_id), patient_id, strict, cursor)
     res.has_more = more
     return res
 
