@@ -47,10 +47,10 @@ _log = logging.getLogger(__name__)
 # %% auto 0
 __all__ = ['PARALLEL_CHUNK', 'DEFAULT_SCOPE', 'DEFAULT_EXPIRATION_SECONDS', 'MAX_EXPIRATION_SECONDS', 'PARALLEL_MIN_RECORDS',
            'CHClientError', 'InvalidRequest', 'PatientNotConsented', 'CHHTTPError', 'CHConnectionError',
-           'InsecureConnection', 'RedirectRefused', 'ProtocolError', 'KeyStoreStateError', 'RecordDecryptionFailed',
-           'is_loopback', 'origin', 'check_service_url', 'parse_retry_after', 'RetryPolicy', 'server_detail',
-           'ResourceHolder', 'FailedRecord', 'FetchResult', 'open_records', 'JupyterHealthCHClient', 'patch_client',
-           'Initialization', 'BatchResult']
+           'InsecureConnection', 'RedirectRefused', 'ProtocolError', 'KeyStoreStateError', 'is_loopback', 'origin',
+           'check_service_url', 'parse_retry_after', 'RetryPolicy', 'server_detail', 'ResourceHolder', 'FailedRecord',
+           'RecordDecryptionFailed', 'FetchResult', 'open_records', 'JupyterHealthCHClient', 'Initialization',
+           'BatchResult']
 
 # %% ../nbs/03_client.ipynb
 class CHClientError(JupyterHealthError):
@@ -99,15 +99,7 @@ class ProtocolError(CHClientError):
 class KeyStoreStateError(CHClientError):
     "The key store lacks a key the operation needs (signing key, patient key) or holds a bad one."
 
-class RecordDecryptionFailed(CHClientError):
-    "With `strict=True`, one or more records did not decrypt; `.failed` lists them."
-    def __init__(self, patient_id: str | None, failed: list[FailedRecord]):
-        self.patient_id, self.failed = patient_id, failed
-        lines = "\n".join(f"  - {f.client_record_id}: {f.reason}" for f in failed)
-        super().__init__(
-            f"{len(failed)} record(s) of patient {patient_id!r} did not decrypt:\n{lines}\n"
-            "They were sealed for another key or altered in transit; the key store may be a "
-            "different one from the one that made this patient's link.")
+
 
 # %% ../nbs/03_client.ipynb
 def is_loopback(host: str) -> bool:
@@ -216,6 +208,17 @@ class FailedRecord:
     client_datagroup_id: str | None
     data_type: str | None
     reason: str
+
+# %% ../nbs/03_client.ipynb
+class RecordDecryptionFailed(CHClientError):
+    "With `strict=True`, one or more records did not decrypt; `.failed` lists them."
+    def __init__(self, patient_id: str | None, failed: list[FailedRecord]):
+        self.patient_id, self.failed = patient_id, failed
+        lines = "\n".join(f"  - {f.client_record_id}: {f.reason}" for f in failed)
+        super().__init__(
+            f"{len(failed)} record(s) of patient {patient_id!r} did not decrypt:\n{lines}\n"
+            "They were sealed for another key or altered in transit; the key store may be a "
+            "different one from the one that made this patient's link.")
 
 # %% ../nbs/03_client.ipynb
 class FetchResult(list):
@@ -437,13 +440,14 @@ class JupyterHealthCHClient:
                 f"keystore={type(self.keystore).__name__})")
 
 # %% ../nbs/03_client.ipynb
-def patch_client(f: Callable) -> Callable:
-    "Attach `f` to `JupyterHealthCHClient` under its own name."
+def patch(f: Callable) -> Callable:
+    "Attach `f` to `JupyterHealthCHClient` as a method of that name."
+    f.__qualname__ = f"JupyterHealthCHClient.{f.__name__}"
     setattr(JupyterHealthCHClient, f.__name__, f)
     return f
 
 # %% ../nbs/03_client.ipynb
-@patch_client
+@patch
 def service_url(self: JupyterHealthCHClient, *parts: str) -> str:
     "URL of this partner at the service, or of `parts` below it (`signing_keys`, `users/{id}`)."
     return "/".join([self.base_url, "api/v1/sharing-partners", str(self.settings.partner_id),
@@ -452,7 +456,7 @@ def service_url(self: JupyterHealthCHClient, *parts: str) -> str:
 # %% ../nbs/03_client.ipynb
 _MAX_REDIRECTS = 5
 
-@patch_client
+@patch
 def _send(self: JupyterHealthCHClient, method: str, url: str, **kw: Any) -> httpx.Response:
     "Send one request with retries (reads only) and same-origin redirects; raise on errors."
     idempotent, attempt, hops = method in ("GET", "HEAD"), 1, 0
@@ -486,7 +490,7 @@ def _send(self: JupyterHealthCHClient, method: str, url: str, **kw: Any) -> http
         return resp
 
 # %% ../nbs/03_client.ipynb
-@patch_client
+@patch
 def _redirect_target(self: JupyterHealthCHClient, resp: httpx.Response, hops: int) -> str:
     "The URL a redirect points to, if it may be followed; else raise `RedirectRefused`."
     req = resp.request
@@ -501,7 +505,7 @@ def _redirect_target(self: JupyterHealthCHClient, resp: httpx.Response, hops: in
     return str(target)
 
 # %% ../nbs/03_client.ipynb
-@patch_client
+@patch
 def _json(self: JupyterHealthCHClient, method: str, url: str, **kw: Any) -> Any:
     "Send a request and return the JSON answer, raising `ProtocolError` if it is not JSON."
     resp = self._send(method, url, **kw)
@@ -511,7 +515,7 @@ def _json(self: JupyterHealthCHClient, method: str, url: str, **kw: Any) -> Any:
                             f"content: {resp.text[:200]!r}") from None
 
 # %% ../nbs/03_client.ipynb
-@patch_client
+@patch
 def get_partner(self: JupyterHealthCHClient) -> dict:
     "The partner as the service holds it (`name`, `logo_uri`, `signing_keys`, ...)."
     res = self._json("GET", self.service_url())
@@ -520,12 +524,12 @@ def get_partner(self: JupyterHealthCHClient) -> dict:
                             "not the partner object")
     return res
 
-@patch_client
+@patch
 def update_partner(self: JupyterHealthCHClient, **fields: Any) -> Any:
     "Change partner fields at the service, e.g. `name=...`, `logo_uri=...`."
     return self._json("POST", self.service_url(), json=fields)
 
-@patch_client
+@patch
 def register_signing_keys(self: JupyterHealthCHClient, public_keys: list[crypto.SerializedKey],
                          ) -> Any:
     "Replace the partner's signing keys at the service with these public keys."
@@ -540,7 +544,7 @@ class Initialization:
     updated: dict  # the partner fields that were changed (name, logo_uri)
     has_signing_key: bool  # the key store now holds a private signing key
 
-@patch_client
+@patch
 def perform_initialization(self: JupyterHealthCHClient,
                            name: str, # the partner's name as patients see it on their phone
                            logo_uri: str | None = None, # the logo shown beside it; None: as is
@@ -577,7 +581,7 @@ def _check_patient_id(patient_id: Any) -> str:
         raise InvalidRequest(f"patient_id must be a non-empty string, got {patient_id!r}")
     return patient_id
 
-@patch_client
+@patch
 def mapped_id(self: JupyterHealthCHClient, patient_id: str, # the partner's own id
               create: bool = False, # make one if the patient has none yet
              ) -> str | None:
@@ -590,7 +594,7 @@ def mapped_id(self: JupyterHealthCHClient, patient_id: str, # the partner's own 
         self.keystore.set(key, new)
         return new
 
-@patch_client
+@patch
 def list_patients(self: JupyterHealthCHClient) -> list[str]:
     "Patient ids this key store has made links for, sorted."
     with self._lock: return sorted(patient_ids(self.keystore))
@@ -602,7 +606,7 @@ def _load_key(raw: str, what: str) -> crypto.SerializedKey:
         raise KeyStoreStateError(f"The key store's {what} is not a valid key ({e}); the file "
                                  "may be damaged or written by something else.") from None
 
-@patch_client
+@patch
 def patient_key(self: JupyterHealthCHClient, patient_id: str, # the partner's own id
                 create: bool = False, # make one if there is none
                 rotate: bool = False, # replace the key (earlier records no longer open)
@@ -617,7 +621,7 @@ def patient_key(self: JupyterHealthCHClient, patient_id: str, # the partner's ow
         self.keystore.set(key, new.to_json())
         return new
 
-@patch_client
+@patch
 def signing_key(self: JupyterHealthCHClient) -> crypto.SerializedKey:
     "The partner's private signing key, or `KeyStoreStateError` saying how to get one."
     with self._lock: raw = self.keystore.get(PRIVATE_SIGNING_KEY)
@@ -643,7 +647,7 @@ def _check_link_args(scope: Any, expiration_seconds: Any) -> str:
     return " ".join(tokens)
 
 # %% ../nbs/03_client.ipynb
-@patch_client
+@patch
 def construct_authorization_request(self: JupyterHealthCHClient,
         patient_id: str, # the partner's own id for the patient
         scope: str = DEFAULT_SCOPE, # space-separated OMHealthResource.<Type>.Read entries
@@ -660,7 +664,7 @@ def construct_authorization_request(self: JupyterHealthCHClient,
                                          expiration_seconds, now=datetime.now(timezone.utc))
     return crypto.build_authorization_jwt(signing, claims)
 
-@patch_client
+@patch
 def construct_authorization_request_deeplink(self: JupyterHealthCHClient,
         patient_id: str, # the partner's own id for the patient
         scope: str = DEFAULT_SCOPE, # space-separated OMHealthResource.<Type>.Read entries
@@ -683,7 +687,7 @@ def _unpack(answer: Any, url: str) -> tuple[list, str | None, bool | None]:
     if isinstance(answer, dict): return [answer], None, None  # one record, as the reference allows
     raise ProtocolError(f"GET {url} answered {type(answer).__name__}; expected a list of records")
 
-@patch_client
+@patch
 def _fetch_page(self: JupyterHealthCHClient, patient_id: str, params: dict) -> tuple:
     "One fetch of a patient's wire records, with 404 turned into `PatientNotConsented`."
     mapped = self.mapped_id(patient_id)
@@ -702,7 +706,7 @@ def _fetch_page(self: JupyterHealthCHClient, patient_id: str, params: dict) -> t
 # %% ../nbs/03_client.ipynb
 PARALLEL_MIN_RECORDS = 5000  # batches at least this big are decrypted by worker processes
 
-@patch_client
+@patch
 def _decrypt_pool(self: JupyterHealthCHClient, n: int) -> Executor | None:
     "The client's worker processes if a batch of `n` records is worth them, else `None`."
     if self.decrypt_workers < 2 or n < PARALLEL_MIN_RECORDS: return None
@@ -716,7 +720,7 @@ def _decrypt_pool(self: JupyterHealthCHClient, n: int) -> Executor | None:
                 self, pool.shutdown, kwargs={"cancel_futures": True}, exitpriority=10)
         return self._pool
 
-@patch_client
+@patch
 def _open(self: JupyterHealthCHClient, records: list, key: Any, patient_id: str,
           strict: bool, cursor: str | None) -> FetchResult:
     "`open_records`, in the worker processes when the batch is big enough."
@@ -735,7 +739,7 @@ def _open(self: JupyterHealthCHClient, records: list, key: Any, patient_id: str,
     return open_records(records, key, patient_id, strict, cursor)
 
 # %% ../nbs/03_client.ipynb
-@patch_client
+@patch
 def _patient_key_for_reading(self: JupyterHealthCHClient, patient_id: str) -> Any:
     key = self.patient_key(patient_id)
     if key is None:
@@ -744,7 +748,7 @@ def _patient_key_for_reading(self: JupyterHealthCHClient, patient_id: str) -> An
             "their records cannot be opened. Use the key store that made their link.")
     return key
 
-@patch_client
+@patch
 def fetch_data(self: JupyterHealthCHClient,
                patient_id: str, # the partner's own id for the patient
                strict: bool = False, # raise `RecordDecryptionFailed` if any record fails
@@ -761,7 +765,7 @@ def fetch_data(self: JupyterHealthCHClient,
     return res
 
 # %% ../nbs/03_client.ipynb
-@patch_client
+@patch
 def sync(self: JupyterHealthCHClient,
          patient_id: str, # the partner's own id for the patient
          since: str | None = None, # the `next_cursor` of the previous sync; None: from the start
@@ -784,20 +788,20 @@ def sync(self: JupyterHealthCHClient,
     return FetchResult(ok, failed, patient_id, cursor)
 
 # %% ../nbs/03_client.ipynb
-@patch_client
+@patch
 def is_consented(self: JupyterHealthCHClient, patient_id: str) -> bool:
     "Whether the service currently shares this patient's records with the partner."
     try: self._fetch_page(patient_id, {})
     except PatientNotConsented: return False
     return True
 
-@patch_client
+@patch
 def needs_consent(self: JupyterHealthCHClient, patient_id: str) -> bool:
     "Whether the patient must (again) be sent a consent link: `not is_consented(patient_id)`."
     return not self.is_consented(patient_id)
 
 # %% ../nbs/03_client.ipynb
-@patch_client
+@patch
 def fetch_data_frame(self: JupyterHealthCHClient,
                      patient_id: str, # the partner's own id for the patient
                      strict: bool = False, # raise if any record fails to decrypt
@@ -829,7 +833,7 @@ class BatchResult:
                 f" {n_failed} failed records; errors: {sorted(self.errors) or 'none'})")
 
 # %% ../nbs/03_client.ipynb
-@patch_client
+@patch
 def fetch_many(self: JupyterHealthCHClient,
                patient_ids: Iterable[str], # the partner's own ids
                progress: bool = False, # show a tqdm progress bar
