@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 __all__ = ['log', 'AHA_2017', 'ESC_2018', 'GUIDELINES', 'PLAUSIBLE', 'EXCLUSION_REASONS', 'Level', 'Guideline', 'GuidelineError',
            'BPInputError', 'get_guideline', 'thresholds_table', 'classify', 'category', 'PlausibleRange',
            'exclusion_reasons', 'usable_readings', 'frame_exclusions', 'check_patient_ids', 'bp_summary',
-           'category_counts', 'read_bp_jsonl', 'GuidelineKey', 'summary_records', 'summary_command']
+           'category_counts', 'read_bp_jsonl', 'GuidelineKey', 'summary_records', 'left_out', 'summary_command']
 
 # %% ../nbs/06_bp.ipynb
 @dataclass(frozen=True)
@@ -352,6 +352,42 @@ def summary_records(summary: pd.DataFrame) -> list[dict[str, Any]]:
             for row in summary.reset_index().astype(object).to_dict("records")]
 
 # %% ../nbs/06_bp.ipynb
+def left_out(frame: pd.DataFrame,  # wide blood-pressure frame (`bp_frame`)
+             now: datetime | pd.Timestamp | None = None,  # "future" cut-off; UTC now
+             limits: PlausibleRange = PLAUSIBLE,  # physiological ranges
+            ) -> pd.DataFrame:
+    "Every data point or reading that statistics and plots leave out: id, patient and reason."
+    cols = ["data_point_id", "patient_id", "reason"]
+    parsed = pd.DataFrame([{"data_point_id": e.get("data_point_id"),
+                            "patient_id": e.get("patient_id"),
+                            "reason": f"{e.get('field')}: {e.get('reason')}"}
+                           for e in frame.attrs.get("excluded", []) if isinstance(e, dict)],
+                          columns=cols)
+    r = exclusion_reasons(frame, now, limits)
+    bad = (r != "").to_numpy()
+    checked = frame.loc[bad, cols[:2]].assign(reason=r[bad].map(EXCLUSION_REASONS).to_numpy())
+    return pd.concat([parsed, checked[cols]], ignore_index=True)
+
+def _cli_frame(file: Path, patient_id: str | None, show: int = 20) -> pd.DataFrame:
+    "`read_bp_jsonl` for a command: list what is left out on stderr; error if nothing is usable."
+    frames_log = logging.getLogger("jupyter_health.frames")
+    level = frames_log.level
+    frames_log.setLevel(logging.ERROR)  # the list below says it better than the library's hint
+    try: frame = read_bp_jsonl(file, patient_id)
+    finally: frames_log.setLevel(level)
+    out = left_out(frame)
+    if len(out):
+        typer.echo(f"{file}: left out {len(out)} data point(s) or reading(s):", err=True)
+        for row in out.head(show).itertuples():
+            typer.echo(f"  - {row.data_point_id} (patient {row.patient_id}): {row.reason}",
+                       err=True)
+        if len(out) > show: typer.echo(f"  ... and {len(out) - show} more", err=True)
+    if len(usable_readings(frame)) == 0:
+        raise BPInputError(f"{file} has no usable blood-pressure readings"
+                           + (" (see the list above)" if len(out) else ""))
+    return frame
+
+# %% ../nbs/06_bp.ipynb
 def _fmt(v: Any) -> str:
     v = _jsonable(v)
     if v is None: return "-"
@@ -371,7 +407,7 @@ def summary_command(
     "Per-patient blood-pressure statistics of a JSON Lines file."
     from rich.console import Console
     from rich.table import Table
-    try: summary = bp_summary(read_bp_jsonl(file, patient_id), guideline=guideline.value)
+    try: summary = bp_summary(_cli_frame(file, patient_id), guideline=guideline.value)
     except JupyterHealthError as e:
         typer.echo(f"Error: {e}", err=True)
         raise typer.Exit(1) from None

@@ -23,7 +23,7 @@ from matplotlib.patches import Patch, Rectangle
 
 from .bp import (
     Guideline, GuidelineKey, check_patient_ids, classify, exclusion_reasons, frame_exclusions,
-    get_guideline, read_bp_jsonl)
+    get_guideline, read_bp_jsonl, _cli_frame, usable_readings)
 from .config import JupyterHealthError
 
 log = logging.getLogger(__name__)
@@ -299,14 +299,19 @@ def plot_command(
 ) -> None:
     "Plot the blood-pressure readings of a JSON Lines file to an image."
     try:
-        frame = read_bp_jsonl(file, patient)
+        frame = _cli_frame(file, patient)
         g = guideline.value
         fig = {"time": lambda: plot_blood_pressure(frame, guideline=g),
                "grid": lambda: plot_category_grid(frame, guideline=g),
                "day": lambda: plot_time_of_day(frame)}[kind.value]()
         fig.savefig(output, dpi=dpi)
-    except (JupyterHealthError, OSError, ValueError) as e:
+    except OSError as e:
+        typer.echo(f"Error: cannot write {output}: {e.strerror or e}; check the folder exists",
+                   err=True)
+        raise typer.Exit(1) from None
+    except (JupyterHealthError, ValueError) as e:
         typer.echo(f"Error: {e}", err=True)
         raise typer.Exit(1) from None
-    n = frame["patient_id"].nunique()
-    typer.echo(f"wrote {output} ({len(frame)} readings, {n} patient{'s' if n != 1 else ''})")
+    kept = usable_readings(frame)
+    n = kept["patient_id"].nunique()
+    typer.echo(f"wrote {output} ({len(kept)} readings, {n} patient{'s' if n != 1 else ''})")

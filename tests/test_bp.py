@@ -326,3 +326,25 @@ def test_plot_command(cli, tmp_path):
     assert res.exit_code == 0 and (tmp_path / "grid.svg").read_text().lstrip().startswith("<?xml")
     res = cli("plot", f, "-o", out, "--patient", "nobody")
     assert res.exit_code == 1 and "patients present: ten, two" in res.output
+
+
+def test_commands_list_what_they_leave_out(cli, tmp_path):
+    "Each left-out point is named on stderr with its id and reason; nothing usable is an error."
+    points = _points(TEN, "ten")
+    points[2]["body"]["effective_time_frame"]["date_time"] = "2025-05-05T07:00:00"  # no offset
+    points[4]["body"]["systolic_blood_pressure"]["value"] = 400  # outside the plausible range
+    f = _write(tmp_path / "bp.jsonl", points)
+    res = cli("summary", f, "--json")
+    assert res.exit_code == 0, res.output
+    ids = [p["header"].get("uuid") or p["header"].get("id") for p in points]
+    assert "left out 2" in res.stderr
+    assert ids[2] in res.stderr and "UTC offset" in res.stderr
+    assert ids[4] in res.stderr and "physiological range" in res.stderr
+    res = cli("plot", f, "-o", tmp_path / "bp.png")
+    assert res.exit_code == 0 and "(8 readings, 1 patient)" in res.stdout, res.output
+    empty = _write(tmp_path / "empty.jsonl", [])
+    for args in [("summary", empty), ("plot", empty, "-o", tmp_path / "e.png")]:
+        res = cli(*args)
+        assert res.exit_code == 1 and "no usable blood-pressure readings" in res.stderr
+    res = cli("plot", f, "-o", tmp_path / "no" / "such" / "dir.png")
+    assert res.exit_code == 1 and "cannot write" in res.stderr and "Errno" not in res.stderr
