@@ -74,7 +74,7 @@ def demo_command(
     patients: Annotated[int, typer.Option(min=1, help="Synthetic patients to enroll")] = 5,
     days: Annotated[int, typer.Option(min=1, help="Study days per patient")] = 28,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic cohort")] = 0,
-    out: Annotated[Path, typer.Option(help="Folder for the results")] = Path(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the results")] = Path(
         "jupyter-health-demo"),
     db: Annotated[Optional[str], typer.Option(
         help="Service database URL; default a temporary SQLite file")] = None,

@@ -21,7 +21,7 @@ from .config import JupyterHealthError
 
 log = logging.getLogger(__name__)
 
-from .bp import bp_summary, usable_readings
+from .bp import bp_summary, left_out, usable_readings
 from .client import JupyterHealthCHClient
 from .cloud import LocalCloud
 from .frames import bp_frame, read_jsonl, to_frame
@@ -68,6 +68,7 @@ class DemoCounts:
     readings: int = 0  # blood-pressure readings in the wide frame
     valid: int = 0  # readings plausible enough for statistics
     plotted: int = 0  # readings drawn in the per-patient figures
+    left_out: int = 0  # data points or readings left out, each listed in `left_out.csv`
 
     def disagreements(self) -> list[str]:
         "Pairs of counts that must be equal and are not."
@@ -78,6 +79,9 @@ class DemoCounts:
             bad.append(f"rows={self.rows} + excluded={self.excluded} "
                        f"but decrypted={self.decrypted}")
         if self.plotted != self.valid: bad.append(f"valid={self.valid} but plotted={self.plotted}")
+        if self.left_out != self.excluded + self.readings - self.valid:
+            bad.append(f"left_out={self.left_out} but excluded={self.excluded} + readings="
+                       f"{self.readings} - valid={self.valid}")
         return bad
 
 # %% ../nbs/11_demo.ipynb
@@ -139,6 +143,10 @@ def _analyse(records: list, out: Path, counts: DemoCounts, tracker: Tracker,
     bp.to_csv(files["readings_csv"], index=False)
     files["readings_parquet"] = out / "readings.parquet"
     bp.to_parquet(files["readings_parquet"], index=False)
+    files["left_out"] = out / "left_out.csv"
+    dropped = left_out(bp)
+    dropped.to_csv(files["left_out"], index=False)
+    counts.left_out = len(dropped)
     summary = bp_summary(bp)
     files["summary_csv"] = out / "summary.csv"
     summary.to_csv(files["summary_csv"])
@@ -177,6 +185,8 @@ def _report(res: DemoResult, source: str) -> str:
     lines += ["", "## Files", "",
               f"- readings: [CSV]({rel['readings_csv']}), [Parquet]({rel['readings_parquet']})",
               f"- per-patient summary: [CSV]({rel['summary_csv']}), [JSON]({rel['summary_json']})",
+              f"- left out of statistics and plots, with the reason for each: "
+              f"[CSV]({rel['left_out']}) ({c.left_out} row(s))",
               "", "## Cohort", "", f"![cohort overview]({rel['cohort_overview']})", "",
               f"![categories]({rel['cohort_categories']})", "", "## Patients", ""]
     for pid, row in s.iterrows():

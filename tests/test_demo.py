@@ -108,3 +108,21 @@ def test_ctrl_c_stops_the_server_and_cleans_up(tmp_path):
     assert "Interrupted" in out
     left = [p.name for p in tmp_path.iterdir() if p.name.startswith(("jh-", "tmp"))]
     assert not left, f"left behind: {left}"
+
+
+def test_left_out_points_are_listed_in_the_results(tmp_path):
+    "A data point the frames leave out is counted and named, with its reason, in left_out.csv."
+    points = [dict(dp, patient_id=p.patient_id)
+              for p in synthetic_cohort(n_patients=2, days=3, seed=5) for dp in p.data_points]
+    bad = next(p for p in points if p["header"]["schema_id"]["name"] == "blood-pressure")
+    bad["body"]["effective_time_frame"]["date_time"] = \
+        bad["body"]["effective_time_frame"]["date_time"][:19]  # drop the UTC offset
+    res = _demo("--data", str(write_jsonl(tmp_path / "d.jsonl", points)), "-o", "out",
+                cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    counts = _printed_counts(res.stdout)
+    assert counts["excluded"] == counts["left_out"] == 1
+    left = pd.read_csv(tmp_path / "out" / "left_out.csv")
+    assert left.data_point_id.tolist() == [bad["header"]["uuid"]]
+    assert "UTC offset" in left.reason[0]
+    assert "left_out.csv" in (tmp_path / "out" / "report.md").read_text()
