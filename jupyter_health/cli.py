@@ -79,7 +79,9 @@ def demo_command(
     db: Annotated[Optional[str], typer.Option(
         help="Service database URL; default a temporary SQLite file")] = None,
     data: Annotated[Optional[Path], typer.Option(
-        exists=True, dir_okay=False, help="Your own Open mHealth JSON Lines instead")] = None,
+        exists=True, dir_okay=False,
+        help="Your own Open mHealth JSON Lines instead; lines without a patient_id "
+             "belong to patient-001")] = None,
 ):
     "Run the whole loop on a local CommonHealth Cloud: enroll, consent, upload, fetch, plot."
     console = Console()
