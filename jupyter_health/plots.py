@@ -267,12 +267,14 @@ def plot_time_of_day(
             ax.scatter(hour, k[col], s=10, color=color, alpha=0.5, zorder=3, lw=0)
             means = k[col].groupby(t.dt.hour.to_numpy()).mean().reindex(range(24))
             ax.plot(means.index + 0.5, means.to_numpy(), color=color, lw=1.8, marker="_",
-                    ms=12, zorder=4)  # an hour without readings breaks the line
+                    ms=12, zorder=4,  # an hour without readings breaks the line
+                    label=f"{col} (dots: readings, line: hourly mean)" if ax is axes[0] else None)
         ax.set_ylabel("mmHg")
         ax.set_title(f"{pid}: {len(k)} timed readings", loc="left", fontsize="medium")
     axes[-1].set(xlim=(0, 24), xticks=range(0, 25, 3),
                  xlabel="hour of day, patient local time (shaded: morning and evening windows)")
     axes[-1].set_xticklabels([f"{h:02d}:00" for h in range(0, 25, 3)])
+    fig.legend(loc="outside lower center", ncols=2, frameon=False, fontsize="small")
     return fig
 
 # %% ../nbs/07_plots.ipynb
