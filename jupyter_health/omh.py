@@ -526,8 +526,11 @@ def validate_data_point(data_point: Any) -> DataPoint:
 def _documents(path: Path) -> list[tuple[str, Any]]:
     "The JSON documents in a file, each with a label for messages (line numbers for JSON Lines)."
     text = path.read_text()
-    try: doc = json.loads(text)
-    except json.JSONDecodeError:
+    doc = None
+    if path.suffix.lower() not in (".jsonl", ".ndjson"):  # JSON Lines: always line by line
+        try: doc = json.loads(text)
+        except json.JSONDecodeError: pass
+    if doc is None:
         docs = []
         for i, line in enumerate(text.splitlines(), 1):
             if not line.strip(): continue
@@ -541,6 +544,7 @@ def check_file(path: Path, schema: str | None = None) -> list[str]:
     "Problems with one file, as printable lines (empty when every document in it is valid)."
     try: docs = _documents(path)
     except OSError as e: return [f"{path}: cannot be read ({e.strerror})"]
+    if not docs: return [f"{path}: holds no data points (the file is empty)"]
     out = []
     for where, doc in docs:
         at = f"{path}{' ' + where if where else ''}"
